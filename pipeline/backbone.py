@@ -1,0 +1,82 @@
+"""The pretrained conv base and the image input pipeline, shared by extract, fine-tune, evaluate and predict."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline.config import BackboneConfig  # noqa: E402
+
+# MobileNet v1 has 13 depthwise-separable blocks named conv_dw_N / conv_pw_N (+ _bn, _relu, conv_pad_N).
+N_BLOCKS = 13
+PREPROCESSING = "mobilenet: x / 127.5 - 1 on RGB resized (bilinear, no crop) to image_size"
+
+
+def conv_base(cfg: BackboneConfig) -> keras.Model:
+    """ImageNet MobileNet without its classifier; offline, KERAS_HOME must hold the weights file."""
+    size = cfg.image_size
+    try:
+        return keras.applications.MobileNet(
+            input_shape=(size, size, 3), alpha=cfg.alpha, include_top=False, weights=cfg.weights
+        )
+    except Exception as err:  # keras raises a bare Exception when the weights URL can't be fetched
+        if cfg.weights and "URL fetch failure" in str(err):
+            raise RuntimeError(
+                f"could not load ImageNet weights for MobileNet alpha={cfg.alpha} size={size}: {err}\n"
+                "Offline? Copy a keras_home with models/mobilenet_*_tf_no_top.h5 (e.g. ../shared/keras_home) "
+                "to a writable folder and set KERAS_HOME to it."
+            ) from None
+        raise
+
+
+def preprocess(images: tf.Tensor) -> tf.Tensor:
+    """RGB floats in [0, 255] -> the [-1, 1] range MobileNet was trained on."""
+    return images / 127.5 - 1.0
+
+
+def preprocessing_layer() -> keras.layers.Layer:
+    """The same scaling as `preprocess`, as a layer so saved models take raw pixels."""
+    return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_preprocess")
+
+
+def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(image, (size, size))  # float32 in [0, 255]
+
+
+def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_size: int,
+                  shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Parallel decode + resize, batched and prefetched; yields (images, labels) or images."""
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    if labels is not None:
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if labels is not None:
+        ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda p: load_image(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def unfreeze_top_blocks(base: keras.Model, n_blocks: int) -> list[str]:
+    """Make the last `n_blocks` conv blocks trainable; BatchNorm stays frozen. Returns the trainable layers."""
+    first = N_BLOCKS - n_blocks + 1
+    top = {f"conv_dw_{i}" for i in range(first, N_BLOCKS + 1)} | {f"conv_pw_{i}" for i in range(first, N_BLOCKS + 1)}
+    base.trainable = True
+    names = []
+    for layer in base.layers:
+        layer.trainable = layer.name in top  # conv_dw_N / conv_pw_N hold the weights; _bn layers stay frozen
+        if layer.trainable:
+            names.append(layer.name)
+    return names
+
+
+def describe_devices() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU(s): {[g.name for g in gpus]}" if gpus else "CPU only (no GPU visible)"

@@ -1,0 +1,147 @@
+"""Stage 1: fetch the dataset archive (URL, file:// URL, local path or local mirror), verify it, extract it safely.
+
+Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archive's name
+(e.g. ../shared/mirror); it is used instead of the network and verified the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from pipeline.config import DataConfig, load_config
+from pipeline.io import atomic_path, log, setup_logging, sha256_file, write_json
+
+MIRROR_ENV = "PIPELINE_DATA_MIRROR"
+
+
+class DownloadError(RuntimeError):
+    """The archive could not be fetched, failed verification, or is unsafe to extract."""
+
+
+def resolve_source(url: str) -> tuple[str, Path | None]:
+    """Return (what will be read, local path or None for a remote URL); a mirror copy wins over the network."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return url, Path(urllib.parse.unquote(parsed.path) if parsed.scheme else url).expanduser()
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror:
+        candidate = Path(mirror) / Path(parsed.path).name
+        if candidate.exists():
+            return str(candidate), candidate
+        log.warning("%s=%s has no %s; fetching %s", MIRROR_ENV, mirror, candidate.name, url)
+    return url, None
+
+
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+            while block := resp.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+
+
+def verify_archive(path: Path, cfg: DataConfig) -> str:
+    """Check size, sha256 (when pinned) and archive integrity; return the sha256."""
+    size = path.stat().st_size
+    if cfg.size is not None and size != cfg.size:
+        raise DownloadError(f"{path}: size {size} bytes, expected data.size={cfg.size} (truncated download?)")
+    digest = sha256_file(path)
+    if cfg.sha256 is not None and digest != cfg.sha256.lower():
+        raise DownloadError(f"{path}: sha256 {digest} does not match data.sha256={cfg.sha256}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise DownloadError(f"{path}: corrupted zip member {bad!r}")
+    elif not tarfile.is_tarfile(path):
+        raise DownloadError(f"{path}: neither a zip nor a tar archive (corrupted or truncated download?)")
+    return digest
+
+
+def _check_member(name: str) -> None:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")):
+        raise DownloadError(f"unsafe archive entry {name!r} (absolute path or '..'): refusing to extract")
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract into `dest`, refusing entries that would land outside it (zip-slip) or links."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                _check_member(member.filename)
+                if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise DownloadError(f"archive entry {member.filename!r} is a symlink: refusing to extract")
+            zf.extractall(dest)
+    else:
+        with tarfile.open(archive) as tf:
+            for member in tf.getmembers():
+                _check_member(member.name)
+                if not (member.isfile() or member.isdir()):
+                    raise DownloadError(f"archive entry {member.name!r} is not a plain file: refusing to extract")
+            tf.extractall(dest, filter="data")
+
+
+def download(cfg: DataConfig, raw_dir: Path, info_path: Path, attempts: int = 3, timeout: float = 30.0) -> Path:
+    """Fetch, verify and extract `cfg.url` into `raw_dir`; record what was fetched in `info_path`."""
+    source, local = resolve_source(cfg.url)
+    if local is not None and local.is_dir():  # an already-unpacked folder of class sub-folders
+        with atomic_path(raw_dir) as tmp:
+            shutil.copytree(local, tmp)
+        write_json(info_path, {"url": cfg.url, "source": source, "kind": "directory"})
+        log.info("copied folder %s -> %s", local, raw_dir)
+        return raw_dir
+
+    with atomic_path(raw_dir.parent / f"{raw_dir.name}.archive") as archive:
+        for attempt in range(1, attempts + 1):
+            try:
+                if local is not None:
+                    if not local.exists():
+                        raise DownloadError(f"data.url {cfg.url}: no such file {local}")
+                    shutil.copyfile(local, archive)
+                else:
+                    _fetch(source, archive, timeout)
+                digest = verify_archive(archive, cfg)
+                break
+            except (urllib.error.URLError, OSError, DownloadError) as err:
+                if isinstance(err, DownloadError) and local is not None:
+                    raise  # a local file does not get better by re-reading it
+                if attempt == attempts:
+                    raise DownloadError(
+                        f"could not fetch {cfg.url} after {attempts} attempts: {err}\n"
+                        f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
+                        f"or set data.url to a local path."
+                    ) from None
+                log.warning("attempt %d/%d for %s failed: %s; retrying", attempt, attempts, source, err)
+                time.sleep(2 ** (attempt - 1))
+        with atomic_path(raw_dir) as tmp:
+            extract_archive(archive, tmp)
+        size = archive.stat().st_size
+    write_json(info_path, {"url": cfg.url, "source": source, "sha256": digest, "size": size, "kind": "archive"})
+    log.info("verified %s (%d bytes, sha256 %s) and extracted it to %s", source, size, digest, raw_dir)
+    return raw_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--out", type=Path, required=True, help="folder to extract into")
+    ap.add_argument("--info", type=Path, required=True, help="JSON record of what was fetched")
+    args = ap.parse_args(argv)
+    setup_logging()
+    download(load_config(args.params).data, args.out, args.info)
+
+
+if __name__ == "__main__":
+    main()

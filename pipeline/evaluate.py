@@ -1,0 +1,111 @@
+"""Stage 6: score both heads on the held-out test split (or on any labelled image folder).
+
+    python -m pipeline.evaluate --features F --manifest M --dense D --finetune T --out reports/
+    python -m pipeline.evaluate --dense D --finetune T --images other_folder/ --out other_reports/
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.backbone import conv_base, image_dataset, preprocessing_layer
+from pipeline.config import BackboneConfig, load_config
+from pipeline.extract import load_features
+from pipeline.heads import probabilities
+from pipeline.io import log, read_json, setup_logging, write_json
+from pipeline.manifest import Row, read_manifest, split_rows
+from pipeline.metrics import classification_metrics
+from pipeline.plots import write_plots
+from pipeline.prepare import check_images, find_root, scan
+
+HEADS = ("dense", "finetune")
+
+
+def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:
+    """The dense head on top of the frozen base, for scoring images rather than cached features."""
+    size = backbone.image_size
+    inputs = keras.Input((size, size, 3))
+    return keras.Model(inputs, head(conv_base(backbone)(preprocessing_layer()(inputs), training=False)))
+
+
+def _image_probs(model: keras.Model, rows: list[Row], classes: list[str], backbone: BackboneConfig) -> np.ndarray:
+    ds = image_dataset([r.path for r in rows], None, backbone.image_size, batch_size=32)
+    return probabilities(model, ds, len(classes))
+
+
+def _score(y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], out_dir: Path,
+           model_dirs: dict[str, Path]) -> dict:
+    metrics = {head: classification_metrics(y, p, classes) for head, p in probs.items()}
+    histories = {h: d / "history.csv" for h, d in model_dirs.items() if (d / "history.csv").exists()}
+    write_plots(out_dir, y, probs, classes, histories)
+    write_json(out_dir / "metrics.json", metrics)
+    for head, m in metrics.items():
+        log.info("%s on %d images: accuracy %.4f, f1 %.4f", head, len(y), m["accuracy"], m["f1"])
+    log.info("metrics -> %s, plots -> %s", out_dir / "metrics.json", out_dir / "plots")
+    return metrics
+
+
+def evaluate(features: Path, manifest: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
+             backbone: BackboneConfig) -> dict:
+    """Dense head on the cached test features, fine-tuned model on the test images."""
+    classes = read_json(features / "meta.json")["classes"]
+    x_test, y_test = load_features(features, "test")
+    test_rows = split_rows(read_manifest(manifest), "test")
+    probs = {
+        "dense": probabilities(keras.models.load_model(dense_dir / "model.keras"), x_test, len(classes)),
+        "finetune": _image_probs(keras.models.load_model(finetune_dir / "model.keras"), test_rows, classes,
+                                 backbone),
+    }
+    return _score(y_test, probs, classes, out_dir, {"dense": dense_dir, "finetune": finetune_dir})
+
+
+def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
+                    backbone: BackboneConfig) -> dict:
+    """Score both models on another folder of class sub-folders with the training class names."""
+    classes = read_json(dense_dir / "summary.json")["classes"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = find_root(images)
+        items, rejected, _ = scan(root)
+        good, bad = check_images(items, root, Path(tmp), Path(tmp))
+        for f, reason in rejected + bad:
+            log.warning("skipped %s: %s", f, reason)
+        unknown = sorted({label for _, label, _, _, _ in good} - set(classes))
+        if unknown:
+            raise ValueError(f"{images}: class folders {unknown} are not among the model's classes {classes}")
+        rows = [Row(path=str(p), source=rel, label=label, split="test", sha256=d) for rel, label, _, d, p in good]
+        y = np.array([classes.index(r.label) for r in rows])
+        head = keras.models.load_model(dense_dir / "model.keras")
+        probs = {
+            "dense": _image_probs(dense_on_images(head, backbone), rows, classes, backbone),
+            "finetune": _image_probs(keras.models.load_model(finetune_dir / "model.keras"), rows, classes,
+                                     backbone),
+        }
+    return _score(y, probs, classes, out_dir, {})
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--features", type=Path, help="feature folder (test split scoring)")
+    ap.add_argument("--manifest", type=Path, help="manifest.csv (test split scoring)")
+    ap.add_argument("--dense", type=Path, required=True, help="train_dense output folder")
+    ap.add_argument("--finetune", type=Path, required=True, help="train_finetune output folder")
+    ap.add_argument("--images", type=Path, help="score this labelled image folder instead of the test split")
+    ap.add_argument("--out", type=Path, required=True, help="folder for metrics.json and plots/")
+    args = ap.parse_args(argv)
+    setup_logging()
+    backbone = load_config(args.params).backbone
+    if args.images:
+        evaluate_folder(args.images, args.dense, args.finetune, args.out, backbone)
+    elif args.features and args.manifest:
+        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, backbone)
+    else:
+        ap.error("give --features and --manifest (test split) or --images FOLDER")
+
+
+if __name__ == "__main__":
+    main()
