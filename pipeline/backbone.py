@@ -12,6 +12,7 @@ from pipeline.config import BackboneConfig  # noqa: E402
 
 # MobileNet v1 has 13 depthwise-separable blocks named conv_dw_N / conv_pw_N (+ _bn, _relu, conv_pad_N).
 N_BLOCKS = 13
+BASE_NAME = "conv_base"  # fixed layer name, so models can be inspected whatever the size and alpha
 PREPROCESSING = "mobilenet: x / 127.5 - 1 on RGB resized (bilinear, no crop) to image_size"
 
 
@@ -20,7 +21,8 @@ def conv_base(cfg: BackboneConfig) -> keras.Model:
     size = cfg.image_size
     try:
         return keras.applications.MobileNet(
-            input_shape=(size, size, 3), alpha=cfg.alpha, include_top=False, weights=cfg.weights
+            input_shape=(size, size, 3), alpha=cfg.alpha, include_top=False, weights=cfg.weights,
+            name=BASE_NAME,
         )
     except Exception as err:  # keras raises a bare Exception when the weights URL can't be fetched
         if cfg.weights and "URL fetch failure" in str(err):

@@ -6,22 +6,27 @@ Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archiv
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
 from pipeline.config import DataConfig, load_config
-from pipeline.io import atomic_path, log, setup_logging, sha256_file, write_json
+from pipeline.io import atomic_path, log, run_cli, setup_logging, sha256_file, write_json
 
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
+OFFLINE_HINT = (f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
+                "or set data.url to a local path.")
 
 
 class DownloadError(RuntimeError):
@@ -49,6 +54,9 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
             while block := resp.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
+    got = dest.stat().st_size
+    if total is not None and got != total:  # urllib returns a dropped connection as a short, "complete" read
+        raise DownloadError(f"{url}: connection ended after {got} of {total} bytes (truncated download)")
 
 
 def verify_archive(path: Path, cfg: DataConfig) -> str:
@@ -59,13 +67,23 @@ def verify_archive(path: Path, cfg: DataConfig) -> str:
     digest = sha256_file(path)
     if cfg.sha256 is not None and digest != cfg.sha256.lower():
         raise DownloadError(f"{path}: sha256 {digest} does not match data.sha256={cfg.sha256}")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-        if bad is not None:
-            raise DownloadError(f"{path}: corrupted zip member {bad!r}")
-    elif not tarfile.is_tarfile(path):
-        raise DownloadError(f"{path}: neither a zip nor a tar archive (corrupted or truncated download?)")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            if bad is not None:
+                raise DownloadError(f"{path}: corrupted zip member {bad!r}")
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as tf:  # read every member: a cut .tar.gz only fails near its end
+                for member in tf:
+                    if member.isfile():
+                        with tf.extractfile(member) as f:
+                            while f.read(1 << 20):
+                                pass
+        else:
+            raise DownloadError(f"{path}: neither a zip nor a tar archive (corrupted or truncated download?)")
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as err:
+        raise DownloadError(f"{path}: corrupted archive ({type(err).__name__}: {err})") from None
     return digest
 
 
@@ -103,27 +121,25 @@ def download(cfg: DataConfig, raw_dir: Path, info_path: Path, attempts: int = 3,
         log.info("copied folder %s -> %s", local, raw_dir)
         return raw_dir
 
-    with atomic_path(raw_dir.parent / f"{raw_dir.name}.archive") as archive:
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-download-", dir=raw_dir.parent) as workdir:
+        archive = local if local is not None else Path(workdir) / "archive"  # local files are read in place
         for attempt in range(1, attempts + 1):
             try:
-                if local is not None:
-                    if not local.exists():
-                        raise DownloadError(f"data.url {cfg.url}: no such file {local}")
-                    shutil.copyfile(local, archive)
-                else:
+                if local is None:
                     _fetch(source, archive, timeout)
+                elif not local.exists():
+                    raise DownloadError(f"data.url {cfg.url}: no such file {local}")
                 digest = verify_archive(archive, cfg)
                 break
-            except (urllib.error.URLError, OSError, DownloadError) as err:
+            except (OSError, http.client.HTTPException, DownloadError) as err:  # URLError is an OSError
                 if isinstance(err, DownloadError) and local is not None:
                     raise  # a local file does not get better by re-reading it
                 if attempt == attempts:
-                    raise DownloadError(
-                        f"could not fetch {cfg.url} after {attempts} attempts: {err}\n"
-                        f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
-                        f"or set data.url to a local path."
-                    ) from None
-                log.warning("attempt %d/%d for %s failed: %s; retrying", attempt, attempts, source, err)
+                    raise DownloadError(f"could not fetch {cfg.url} after {attempts} attempts: {err}\n"
+                                        f"{OFFLINE_HINT}") from None
+                log.warning("attempt %d/%d for %s failed: %s; retrying. %s", attempt, attempts, source, err,
+                            OFFLINE_HINT)
                 time.sleep(2 ** (attempt - 1))
         with atomic_path(raw_dir) as tmp:
             extract_archive(archive, tmp)
@@ -144,4 +160,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, DownloadError)

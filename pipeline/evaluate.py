@@ -16,7 +16,7 @@ from pipeline.backbone import conv_base, image_dataset, preprocessing_layer
 from pipeline.config import BackboneConfig, load_config
 from pipeline.extract import load_features
 from pipeline.heads import probabilities
-from pipeline.io import log, read_json, setup_logging, write_json
+from pipeline.io import log, read_json, run_cli, setup_logging, write_json
 from pipeline.manifest import Row, read_manifest, split_rows
 from pipeline.metrics import classification_metrics
 from pipeline.plots import write_plots
@@ -108,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

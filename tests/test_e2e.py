@@ -1,0 +1,70 @@
+"""End to end: `dvc repro` in a temporary copy of the repo on the real cats-vs-dogs data with ImageNet weights.
+
+Needs ../shared (mirror zip + keras_home); takes minutes on 2 cores. Deselect locally with `-m "not e2e"`.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SHARED
+
+pytestmark = pytest.mark.e2e
+DENSE_BAR, FINETUNE_BAR = 0.975, 0.985
+
+
+def _copy_repo(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith("data/"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _repro(project: Path) -> str:
+    env = {**os.environ, "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _ran(log: str) -> set[str]:
+    return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.mark.skipif(not (SHARED / "mirror").is_dir(), reason="needs ../shared/mirror (present in CI)")
+def test_dvc_repro_on_real_data(tmp_path):
+    project = _copy_repo(tmp_path / "project")
+    first = _repro(project)
+    assert {"download", "prepare", "extract", "train_dense", "train_finetune", "evaluate"} <= _ran(first)
+
+    name = yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
+    data = project / "data" / name
+    metrics = json.loads((data / "reports" / "metrics.json").read_text())
+    summaries = {h: json.loads((data / "models" / h / "summary.json").read_text()) for h in ("dense", "finetune")}
+    print("test metrics:", {h: round(m["accuracy"], 4) for h, m in metrics.items()},
+          "validation:", {h: s["val_accuracy"] for h, s in summaries.items()})
+    assert metrics["dense"]["n"] == 500
+    assert metrics["dense"]["accuracy"] >= DENSE_BAR
+    assert metrics["finetune"]["accuracy"] >= FINETUNE_BAR
+
+    features = data / "features" / "train.npy"
+    stamp = features.stat().st_mtime_ns
+    assert _ran(_repro(project)) == set()  # nothing changed: nothing runs
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dense"]["dropout"] = 0.4
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_repro(project))
+    assert "train_dense" in ran and not ran & {"download", "prepare", "extract"}
+    assert features.stat().st_mtime_ns == stamp
