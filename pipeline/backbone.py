@@ -52,9 +52,9 @@ def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_size: int,
-                  shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Parallel decode + resize, batched and prefetched; yields (images, labels) or images."""
-    ds = tf.data.Dataset.from_tensor_slices(paths)
+                  shuffle_seed: int | None = None, flip: bool = False) -> tf.data.Dataset:
+    """Parallel decode + resize (+ horizontal flip), batched and prefetched; yields (images, labels) or images."""
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))  # typed: an empty split stays valid
     if labels is not None:
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels))
     if shuffle_seed is not None:
@@ -63,6 +63,9 @@ def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_s
         ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda p: load_image(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        ds = ds.map(lambda x, *y: (tf.reverse(x, axis=[1]), *y) if y else tf.reverse(x, axis=[1]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -79,6 +82,30 @@ def unfreeze_top_blocks(base: keras.Model, n_blocks: int) -> list[str]:
     return names
 
 
+def split_at_trainable(base: keras.Model, n_blocks: int) -> tuple[keras.Model, keras.Model]:
+    """(frozen bottom, top made of the `n_blocks` top blocks), sharing `base`'s layers and weights."""
+    if n_blocks == 0:  # nothing trainable in the base: all of it is the bottom
+        features = keras.Input(base.output.shape[1:])
+        return base, keras.Model(features, features)
+    first = N_BLOCKS - n_blocks + 1
+    boundary = base.get_layer("conv1_relu" if first == 1 else f"conv_pw_{first - 1}_relu").output
+    return keras.Model(base.input, boundary, name="frozen_bottom"), keras.Model(boundary, base.output, name="top")
+
+
 def describe_devices() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     return f"{len(gpus)} GPU(s): {[g.name for g in gpus]}" if gpus else "CPU only (no GPU visible)"
+
+
+def distribution(multi_gpu: bool) -> tf.distribute.Strategy:
+    """MirroredStrategy over every visible GPU when there are several and `multi_gpu` is on; else the default
+    strategy, under which TensorFlow places the model on the one GPU if there is one, the CPU otherwise."""
+    if multi_gpu and len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def use_xla() -> bool:
+    """XLA where it pays: with a GPU visible (as Keras's jit_compile="auto" decides); on this project's CPU it made
+    MobileNet ~10x slower (benchmarks/README.md)."""
+    return bool(tf.config.list_physical_devices("GPU"))

@@ -48,6 +48,7 @@ class BackboneConfig(_Strict):
 
 class ExtractConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
+    multi_gpu: bool = True  # with several GPUs visible, each batch is split across them (MirroredStrategy)
 
 
 class DenseConfig(_Strict):
@@ -59,6 +60,7 @@ class DenseConfig(_Strict):
     patience: Optional[int] = Field(5, ge=1)  # epochs without val_loss improvement before stopping
     batch_size: int = Field(20, ge=1, le=65536)
     seed: int = 42
+    class_weight: Literal["none", "balanced"] = "none"  # balanced: rare classes weigh more in the loss
 
 
 class AugmentConfig(_Strict):
@@ -74,7 +76,15 @@ class FinetuneConfig(_Strict):
     patience: Optional[int] = Field(2, ge=1)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = 42
+    class_weight: Literal["none", "balanced"] = "none"
     augment: AugmentConfig = AugmentConfig()
+    multi_gpu: bool = True  # with several GPUs visible, train on all of them (MirroredStrategy)
+
+
+class EvaluateConfig(_Strict):
+    tta_flip: bool = True  # average each prediction with that of the mirrored image
+    explain_per_class: int = Field(4, ge=0, le=32)  # test images per class shown with a Grad-CAM heatmap
+    misclassified_max: int = Field(24, ge=0, le=500)  # most confidently wrong test images in the gallery
 
 
 class Config(_Strict):
@@ -84,6 +94,7 @@ class Config(_Strict):
     extract: ExtractConfig = ExtractConfig()
     dense: DenseConfig = DenseConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def flat(self) -> dict[str, object]:
         """`section.key` -> value, the names DVC and MLflow use for the same knobs."""

@@ -10,9 +10,7 @@ import http.client
 import os
 import shutil
 import tarfile
-import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -22,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from pipeline.config import DataConfig, load_config
-from pipeline.io import atomic_path, log, run_cli, setup_logging, sha256_file, write_json
+from pipeline.io import atomic_path, log, run_cli, scratch_dir, setup_logging, sha256_file, write_json
 
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
 OFFLINE_HINT = (f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
@@ -121,9 +119,8 @@ def download(cfg: DataConfig, raw_dir: Path, info_path: Path, attempts: int = 3,
         log.info("copied folder %s -> %s", local, raw_dir)
         return raw_dir
 
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-download-", dir=raw_dir.parent) as workdir:
-        archive = local if local is not None else Path(workdir) / "archive"  # local files are read in place
+    with scratch_dir(raw_dir.parent / f"{raw_dir.name}.download") as workdir:
+        archive = local if local is not None else workdir / "archive"  # local files are read in place
         for attempt in range(1, attempts + 1):
             try:
                 if local is None:

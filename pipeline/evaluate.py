@@ -12,29 +12,25 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.backbone import conv_base, image_dataset, preprocessing_layer
-from pipeline.config import BackboneConfig, load_config
-from pipeline.extract import load_features
-from pipeline.heads import probabilities
+from pipeline.backbone import conv_base, preprocessing_layer
+from pipeline.config import BackboneConfig, EvaluateConfig, load_config
+from pipeline.extract import MIRRORED, load_features
+from pipeline.explain import write_explanations
+from pipeline.heads import image_probabilities, mirror_average, probabilities
 from pipeline.io import log, read_json, run_cli, setup_logging, write_json
 from pipeline.manifest import Row, read_manifest, split_rows
 from pipeline.metrics import classification_metrics
 from pipeline.plots import write_plots
 from pipeline.prepare import check_images, find_root, scan
+from pipeline.report import write_report
 
 HEADS = ("dense", "finetune")
-
 
 def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:
     """The dense head on top of the frozen base, for scoring images rather than cached features."""
     size = backbone.image_size
     inputs = keras.Input((size, size, 3))
     return keras.Model(inputs, head(conv_base(backbone)(preprocessing_layer()(inputs), training=False)))
-
-
-def _image_probs(model: keras.Model, rows: list[Row], classes: list[str], backbone: BackboneConfig) -> np.ndarray:
-    ds = image_dataset([r.path for r in rows], None, backbone.image_size, batch_size=32)
-    return probabilities(model, ds, len(classes))
 
 
 def _score(y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], out_dir: Path,
@@ -50,23 +46,34 @@ def _score(y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], out_
 
 
 def evaluate(features: Path, manifest: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
-             backbone: BackboneConfig) -> dict:
+             backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
     """Dense head on the cached test features, fine-tuned model on the test images."""
     classes = read_json(features / "meta.json")["classes"]
+    n, size = len(classes), backbone.image_size
     x_test, y_test = load_features(features, "test")
-    test_rows = split_rows(read_manifest(manifest), "test")
+    paths = [r.path for r in split_rows(read_manifest(manifest), "test")]
+    head = keras.models.load_model(dense_dir / "model.keras")
+    finetuned = keras.models.load_model(finetune_dir / "model.keras")
+    dense = probabilities(head, x_test, n)
+    if cfg.tta_flip:  # extract cached the mirrored test images' features: the dense head decodes no image
+        dense = (dense + probabilities(head, load_features(features, MIRRORED)[0], n)) / 2
     probs = {
-        "dense": probabilities(keras.models.load_model(dense_dir / "model.keras"), x_test, len(classes)),
-        "finetune": _image_probs(keras.models.load_model(finetune_dir / "model.keras"), test_rows, classes,
-                                 backbone),
+        "dense": dense,
+        "finetune": mirror_average(image_probabilities(finetuned, paths, n, size), finetuned, paths, n, size,
+                                   cfg.tta_flip),
     }
-    return _score(y_test, probs, classes, out_dir, {"dense": dense_dir, "finetune": finetune_dir})
+    model_dirs = {"dense": dense_dir, "finetune": finetune_dir}
+    metrics = _score(y_test, probs, classes, out_dir, model_dirs)
+    write_explanations(out_dir / "plots", finetuned, paths, y_test, probs, classes, size, cfg)
+    write_report(out_dir, model_dirs, manifest)
+    return metrics
 
 
 def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
-                    backbone: BackboneConfig) -> dict:
+                    backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
     """Score both models on another folder of class sub-folders with the training class names."""
     classes = read_json(dense_dir / "summary.json")["classes"]
+    n, size = len(classes), backbone.image_size
     with tempfile.TemporaryDirectory() as tmp:
         root = find_root(images)
         items, rejected, _ = scan(root)
@@ -78,13 +85,15 @@ def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: 
             raise ValueError(f"{images}: class folders {unknown} are not among the model's classes {classes}")
         rows = [Row(path=str(p), source=rel, label=label, split="test", sha256=d) for rel, label, _, d, p in good]
         y = np.array([classes.index(r.label) for r in rows])
-        head = keras.models.load_model(dense_dir / "model.keras")
-        probs = {
-            "dense": _image_probs(dense_on_images(head, backbone), rows, classes, backbone),
-            "finetune": _image_probs(keras.models.load_model(finetune_dir / "model.keras"), rows, classes,
-                                     backbone),
-        }
-    return _score(y, probs, classes, out_dir, {})
+        paths = [r.path for r in rows]
+        models = {"dense": dense_on_images(keras.models.load_model(dense_dir / "model.keras"), backbone),
+                  "finetune": keras.models.load_model(finetune_dir / "model.keras")}
+        probs = {head: mirror_average(image_probabilities(m, paths, n, size), m, paths, n, size, cfg.tta_flip)
+                 for head, m in models.items()}
+        metrics = _score(y, probs, classes, out_dir, {})
+        write_explanations(out_dir / "plots", models["finetune"], paths, y, probs, classes, size, cfg)
+    write_report(out_dir, {"dense": dense_dir, "finetune": finetune_dir})
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,11 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for metrics.json and plots/")
     args = ap.parse_args(argv)
     setup_logging()
-    backbone = load_config(args.params).backbone
+    cfg = load_config(args.params)
     if args.images:
-        evaluate_folder(args.images, args.dense, args.finetune, args.out, backbone)
+        evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
     elif args.features and args.manifest:
-        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, backbone)
+        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
     else:
         ap.error("give --features and --manifest (test split) or --images FOLDER")
 

@@ -31,9 +31,13 @@ class Checked:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits, don't clip
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit or float grey: scale to 8 bits, don't clip
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        top = arr.max(initial=0)
+        if im.mode.startswith("I;16") or top > 255:
+            peak = 65535.0
+        else:
+            peak = 1.0 if im.mode == "F" and top <= 1 else 255.0  # float images mostly hold 0..1
         im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -67,15 +71,17 @@ def check_image(path: Path, converted_path: Path) -> Checked:
                 )
                 if not needs:
                     return Checked(width=im.width, height=im.height)
+                if big:  # shrink in place before any copy, so memory stays near one decoded image
+                    im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
                 out = _to_rgb(ImageOps.exif_transpose(im))
     except UnidentifiedImageError:
         return Checked("not an image (unrecognised format)")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return Checked(f"too large to decode safely: {err}")
-    except (OSError, SyntaxError, ValueError) as err:
-        return Checked(f"cannot decode: {err}")
-    if max(out.size) > MAX_SIDE:
-        out.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as err:
+        return Checked(f"cannot read: {err}")
+    except Exception as err:  # Pillow raises many types on corrupt data; one bad file must not stop the run
+        return Checked(f"cannot decode: {type(err).__name__}: {err}")
     converted_path.parent.mkdir(parents=True, exist_ok=True)
     out.save(converted_path, format="PNG")
     return Checked(converted=True, width=out.width, height=out.height)

@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by the stages: atomic writes, hashing, logging."""
+"""Small I/O helpers shared by the stages: atomic writes (with clean-up after killed runs), hashing, logging,
+and the CLI wrapper that turns bad input into a message instead of a traceback."""
 from __future__ import annotations
 
 import contextlib
@@ -6,10 +7,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from pipeline.config import ConfigError
 
 log = logging.getLogger("pipeline")
 
@@ -18,23 +23,55 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        pass
+    return True
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete the `.tmp-<name>-<pid>-*` siblings of `target` whose writer process is gone (killed runs).
+    A live writer's temp is left alone, so concurrent writers never pull each other's files away."""
+    pattern = re.compile(rf"\.tmp-{re.escape(target.name)}-(\d+)-[a-z0-9_]{{8}}")
+    for entry in target.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and not _pid_alive(int(match[1])):
+            log.info("removing %s left by a killed run", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(target: Path | str) -> Iterator[Path]:
+    """A temporary folder `.tmp-<name>-<pid>-*` beside `target`, removed afterwards whatever happens; one that a
+    killed run left behind is removed by the next call for the same `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=target.parent))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; rename it onto `target` only if the block succeeds.
 
-    A killed process leaves at worst a `.tmp-*` sibling, never a half-written `target`.
-    Works for files and directories alike.
+    A killed process leaves at worst a `.tmp-*` sibling (removed by the next write of `target`), never a
+    half-written `target`. Works for files and directories alike.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent)) / target.name
-    try:
+    with scratch_dir(target) as scratch:
+        tmp = scratch / target.name
         yield tmp
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            os.replace(target, scratch / ".old")  # a rename, not rmtree: never a half-deleted target
         os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -56,3 +93,13 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
+    """Run a stage's main(): bad params (ConfigError) and the `expected` input errors print their message and
+    exit with status 2, without a traceback; anything else is a bug and keeps its traceback."""
+    try:
+        main()
+    except (ConfigError, *expected) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -6,6 +6,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 SPLITS = ("train", "validation", "test")
+IMBALANCE_WARNING = 1.5  # largest / smallest train class above this: prepare warns, suggesting class weights
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,8 @@ def classes_of(rows: list[Row]) -> list[str]:
 
 def split_rows(rows: list[Row], split: str) -> list[Row]:
     return [r for r in rows if r.split == split]
+
+
+def imbalance_ratio(counts: dict[str, int]) -> float:
+    """Largest class count over the smallest: 1.0 is balanced."""
+    return round(max(counts.values()) / max(min(counts.values()), 1), 3)

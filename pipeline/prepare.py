@@ -3,7 +3,8 @@
 Layouts understood (class = sub-folder name):
   root/{train,validation[,test]}/<class>/...   kept as given; a missing test (or validation) split is carved
   root/<class>/...                              split by params split.validation / split.test
-Images that can't be used are listed with their reason in quarantine.csv; nothing in raw/ is touched.
+Every file under raw/ ends up either in manifest.csv or, with its reason, in quarantine.csv (paths relative to
+raw/); the counts per reason go to the summary JSON. Nothing in raw/ is touched.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from tqdm import tqdm
 
 from pipeline.config import SplitConfig, load_config
 from pipeline.images import IMAGE_SUFFIXES, check_image
-from pipeline.io import atomic_path, log, setup_logging, sha256_file, write_json, write_text
-from pipeline.manifest import FIELDS, SPLITS, Row
+from pipeline.io import atomic_path, log, run_cli, setup_logging, sha256_file, write_json, write_text
+from pipeline.manifest import FIELDS, IMBALANCE_WARNING, SPLITS, Row, imbalance_ratio
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                  "valid": "validation", "test": "test", "testing": "test"}
@@ -51,7 +52,7 @@ def find_root(raw: Path) -> Path:
 
 
 def scan(root: Path) -> tuple[list[tuple[Path, str, str | None]], list[tuple[Path, str]], Counter]:
-    """Return ([(file, class, given split)], [(file, reason)] for non-images, files per class folder)."""
+    """Return ([(file, class, given split)], [(file, reason)] for non-images, image files per class folder)."""
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in root.iterdir()
                   if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
     tops = [(d, s) for s, d in split_dirs.items()] if split_dirs else [(root, None)]
@@ -68,14 +69,19 @@ def scan(root: Path) -> tuple[list[tuple[Path, str, str | None]], list[tuple[Pat
             for f in sorted(cls_dir.rglob("*")):
                 if not f.is_file():
                     continue
-                classes[cls_dir.name] += 1
                 if any(not _visible(part) for part in f.relative_to(cls_dir).parts):
                     rejected.append((f, "hidden file"))
                 elif f.suffix.lower() not in IMAGE_SUFFIXES:
                     rejected.append((f, f"not an image file suffix ({f.suffix or 'none'})"))
                 else:
+                    classes[cls_dir.name] += 1  # a folder holding only .DS_Store or notes counts as empty
                     items.append((f, cls_dir.name, split))
     return items, rejected, classes
+
+
+def unreached(raw: Path, seen: set[Path]) -> list[tuple[Path, str]]:
+    """Files the class-folder scan never visits (beside the wrapper folder, __MACOSX/, extra folders)."""
+    return [(f, "outside any class folder") for f in sorted(raw.rglob("*")) if f.is_file() and f not in seen]
 
 
 def _rank(seed: int, key: str) -> str:
@@ -139,24 +145,40 @@ def check_images(items: list[tuple[Path, str, str | None]], root: Path, write_di
 def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, workers: int | None = None) -> dict:
     """Write manifest.csv, quarantine.csv, duplicates.csv (+ converted images) under `out_dir`, counts to
     `summary_path`."""
+    if not raw.is_dir():
+        raise DatasetError(f"{raw}: no such folder (run the download stage first)")
     root = find_root(raw)
     items, rejected, folders = scan(root)
+    rejected += unreached(raw, {f for f, _, _ in items} | {f for f, _ in rejected})
     base = out_dir.resolve()
     with atomic_path(out_dir) as tmp:
         good, bad = check_images(items, root, tmp / "converted", base / "converted", workers)
-        summary = _finish(good, rejected + bad, folders, root, base, tmp, cfg)
+        quarantine = [(f.relative_to(raw).as_posix(), reason) for f, reason in sorted(rejected + bad)]
+        _report(quarantine)
+        summary = _finish(good, quarantine, folders, root, base, tmp, cfg)
     write_json(summary_path, summary)
-    log.info("prepared %d images in %s (%s); quarantined %d: %s", summary["images"], out_dir,
-             summary["per_split"], summary["quarantined"], summary["quarantine_reasons"] or "none")
+    log.info("prepared %d images in %s (%s); quarantined %d, listed with reasons in %s", summary["images"],
+             out_dir, summary["per_split"], summary["quarantined"], out_dir / "quarantine.csv")
     return summary
 
 
-def _finish(good: list, quarantine: list, folders: Counter, root: Path, base: Path, tmp: Path,
-            cfg: SplitConfig) -> dict:
+def _reason_counts(quarantine: list[tuple[str, str]]) -> dict[str, int]:
+    return dict(sorted(Counter(reason.split(":")[0] for _, reason in quarantine).items()))
+
+
+def _report(quarantine: list[tuple[str, str]]) -> None:
+    """Log what was quarantined, one line per reason with an example, before any check can stop the run."""
+    for kind, n in _reason_counts(quarantine).items():
+        example = next(p for p, r in quarantine if r.split(":")[0] == kind)
+        log.warning("quarantined %d file(s): %s (e.g. %s)", n, kind, example)
+
+
+def _finish(good: list, quarantine: list[tuple[str, str]], folders: Counter, root: Path, base: Path,
+            tmp: Path, cfg: SplitConfig) -> dict:
     counts = Counter(label for _, label, _, _, _ in good)
     empty = sorted(c for c, n in folders.items() if n == 0)
     for c in empty:
-        log.warning("class folder %r holds no files: ignored", c)
+        log.warning("class folder %r holds no image files: ignored", c)
     classes = sorted(c for c, n in folders.items() if n > 0)
     if len(classes) < 2:
         raise DatasetError(f"{root}: found {len(classes)} non-empty class folder(s) {classes}; need at least 2")
@@ -174,16 +196,21 @@ def _finish(good: list, quarantine: list, folders: Counter, root: Path, base: Pa
         dup[r.sha256].add((r.split, r.source))
     cross = {h: sorted(v) for h, v in dup.items() if len({s for s, _ in v}) > 1}
     _write_csv(tmp / "manifest.csv", FIELDS, [r.as_list() for r in rows])
-    _write_csv(tmp / "quarantine.csv", ["path", "reason"], [[str(f.relative_to(root)), r] for f, r in quarantine])
+    _write_csv(tmp / "quarantine.csv", ["path", "reason"], quarantine)
     _write_csv(tmp / "duplicates.csv", ["sha256", "split", "source"],
                [[h, s, src] for h, v in sorted(cross.items()) for s, src in v])
     summary = {
         "images": len(rows), "classes": classes, "empty_class_folders": empty, "quarantined": len(quarantine),
-        "quarantine_reasons": dict(Counter(r.split(":")[0] for _, r in quarantine)),
+        "quarantine_reasons": _reason_counts(quarantine),
         "per_split": {s: sum(1 for r in rows if r.split == s) for s in SPLITS},
         "per_class": {c: {s: per[(c, s)] for s in SPLITS} for c in classes},
+        "imbalance_ratio": imbalance_ratio({c: per[(c, "train")] for c in classes}),
         "cross_split_duplicates": len(cross),
     }
+    if summary["imbalance_ratio"] > IMBALANCE_WARNING:
+        log.warning("classes are imbalanced: the largest has %.1fx the train images of the smallest %s; consider "
+                    "dense.class_weight / finetune.class_weight: balanced", summary["imbalance_ratio"],
+                    {c: per[(c, "train")] for c in classes})
     if cross:
         log.warning("%d identical images appear in more than one split (see duplicates.csv)", len(cross))
     return summary
@@ -209,4 +236,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, DatasetError)

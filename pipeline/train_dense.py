@@ -9,8 +9,8 @@ import keras
 
 from pipeline.config import DenseConfig, load_config
 from pipeline.extract import load_features
-from pipeline.heads import best_epoch_callback, loss_for, output_layer, save_training
-from pipeline.io import log, read_json, setup_logging
+from pipeline.heads import best_epoch_callback, class_weights, loss_for, output_layer, save_training
+from pipeline.io import log, read_json, run_cli, setup_logging
 
 
 def build_dense_head(feature_shape: tuple[int, ...], n_classes: int, cfg: DenseConfig) -> keras.Model:
@@ -35,13 +35,16 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
     model = build_dense_head(tuple(meta["feature_shape"]), len(classes), cfg)
     model.compile(optimizer=keras.optimizers.RMSprop(cfg.learning_rate), loss=loss_for(len(classes)),
                   metrics=["accuracy"])
-    log.info("training dense head on %d train / %d validation feature vectors", len(x_train), len(x_val))
+    weights = class_weights(y_train, len(classes), cfg.class_weight)
+    log.info("training dense head on %d train / %d validation feature vectors (class weights %s)", len(x_train),
+             len(x_val), weights)
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
                         validation_data=(x_val, y_val), callbacks=[best_epoch_callback(cfg.patience)],
-                        verbose=2)
+                        class_weight=weights, verbose=2)
     summary = save_training(model, history, out_dir, classes,
-                            {"train_seconds": round(time.perf_counter() - start, 1)})
+                            {"train_seconds": round(time.perf_counter() - start, 1),
+                             "class_weight": weights and {classes[c]: w for c, w in weights.items()}})
     log.info("dense head: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
              summary["best_epoch"], summary["val_loss"], summary["val_accuracy"], out_dir)
     return summary
@@ -58,4 +61,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

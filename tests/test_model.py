@@ -32,7 +32,7 @@ def trained(tmp_path_factory, request):
     train_finetune(d / "prepared" / "manifest.csv", d / "models" / "dense" / "model.keras",
                    d / "models" / "finetune", cfg.backbone, cfg.finetune)
     evaluate(d / "features", d / "prepared" / "manifest.csv", d / "models" / "dense", d / "models" / "finetune",
-             d / "reports", cfg.backbone)
+             d / "reports", cfg.backbone, cfg.evaluate)
     return d, cfg
 
 
@@ -95,10 +95,11 @@ def test_evaluate_on_another_labelled_folder(trained, tmp_path):
     d, cfg = trained
     other = make_dataset(tmp_path / "other", per_class=5, layout="flat")
     metrics = evaluate_folder(other, d / "models" / "dense", d / "models" / "finetune", tmp_path / "r",
-                              cfg.backbone)
+                              cfg.backbone, cfg.evaluate)
     assert metrics["dense"]["n"] == metrics["finetune"]["n"] == 10
     (other / "zebras").mkdir()
     from tests.conftest import make_image
     make_image(other / "zebras" / "z.jpg", 2, 0)
     with pytest.raises(ValueError, match="zebras"):
-        evaluate_folder(other, d / "models" / "dense", d / "models" / "finetune", tmp_path / "r2", cfg.backbone)
+        evaluate_folder(other, d / "models" / "dense", d / "models" / "finetune", tmp_path / "r2", cfg.backbone,
+                        cfg.evaluate)

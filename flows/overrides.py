@@ -1,0 +1,60 @@
+"""Per-run overrides of params.yaml: checked against the pipeline's own schema, then handed to DVC as `-S`."""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config import Config, ConfigError, parse_config
+
+
+def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of `params` with each dotted `section.key` set to its override."""
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        *sections, leaf = key.split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {section} is a value, not a section")
+        node[leaf] = value
+    return out
+
+
+def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
+    """params.yaml as this run sees it; a typo or out-of-range override fails before any stage starts."""
+    path = root / "params.yaml"
+    source = f"{path} with overrides {overrides}" if overrides else str(path)
+    return parse_config(apply_overrides(yaml.safe_load(path.read_text()), overrides), source)
+
+
+def set_args(overrides: dict[str, Any]) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run`; JSON keeps the types (1e-05 stays a number, "relu" a string)."""
+    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses (1e-4, 64, true, null), else the plain string (relu)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the first key varying slowest."""
+    if not grid or not all(isinstance(values, list) and values for values in grid.values()):
+        raise ConfigError(f"the grid needs at least one key, each with a non-empty list of values: {grid}")
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]

@@ -1,0 +1,85 @@
+"""What a flow run shows as its Prefect artifact: stage outcomes, both heads' test metrics, MLflow runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METRIC_COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+SWEEP_COLUMNS = ("val_accuracy", "val_loss", "best_epoch", "epochs_run")
+OUTCOME_TEXT = {"ran": "ran", "skipped": "skipped (unchanged)", "restored": "restored from DVC's run-cache"}
+
+
+def read_json_at(root: Path, path: str, rev: str | None = None) -> dict | None:
+    """A JSON file of the workspace (rev None) or of a DVC experiment; None when that revision has none."""
+    if rev is None:
+        file = root / path
+        return json.loads(file.read_text()) if file.exists() else None
+    import dvc.api
+    from dvc.exceptions import PathMissingError
+
+    try:
+        return json.loads(dvc.api.read(path, repo=str(root), rev=rev))
+    except PathMissingError:
+        return None
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
+
+
+def mlflow_links(record: dict) -> list[tuple[str, str]]:
+    """(run, link) for the parent run and each head's child run; plain ids when the store is not a server."""
+    uri, experiment = record["tracking_uri"].rstrip("/"), record["experiment_id"]
+    runs = {"pipeline (parent)": record["parent_run_id"], **record["child_run_ids"]}
+
+    def link(run_id: str) -> str:
+        if uri.startswith(("http://", "https://")):
+            return f"[{run_id}]({uri}/#/experiments/{experiment}/runs/{run_id})"
+        return f"`{run_id}` (experiment {experiment} in `{uri}`)"
+
+    return [(label, link(run_id)) for label, run_id in runs.items()]
+
+
+def pipeline_markdown(name: str, outcomes: dict[str, str], metrics: dict | None, mlflow: dict | None,
+                      experiment: str | None, overrides: dict) -> str:
+    where = f"DVC experiment `{experiment}`" if experiment else "the workspace"
+    parts = [f"## Pipeline `{name}` in {where}"]
+    if experiment:
+        settings = ", ".join(f"`{k}={v}`" for k, v in overrides.items())
+        parts.append(f"Overrides: {settings}. Compare with `dvc exp show`, bring into the workspace with "
+                     f"`dvc exp apply {experiment}`.")
+    parts.append(_table(["stage", "outcome"], [[s, OUTCOME_TEXT.get(o, o)] for s, o in outcomes.items()]))
+    if metrics:
+        parts.append("### Test metrics")
+        parts.append(_table(["head", *METRIC_COLUMNS],
+                            [[head, *(m.get(c) for c in METRIC_COLUMNS)] for head, m in metrics.items()]))
+    if mlflow:
+        parts.append("### MLflow runs")
+        links = [f"- {label}: {link}" for label, link in mlflow_links(mlflow)]
+        if champion := mlflow.get("champion"):
+            links.append(f"- `{mlflow['registered_model']}@champion`: version {champion['version']} "
+                         f"({champion['head']} head)")
+        parts.append("\n".join(links))
+    return "\n\n".join(parts)
+
+
+def sweep_markdown(name: str, rows: list[dict]) -> str:
+    """One row per setting (its overrides, validation metrics, experiment); the best val_loss in bold."""
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    best = min(range(len(rows)), key=lambda i: rows[i]["summary"]["val_loss"])
+    table = []
+    for i, row in enumerate(rows):
+        cells = [*(row["overrides"].get(k) for k in keys), *(row["summary"].get(c) for c in SWEEP_COLUMNS),
+                 f"`{row['experiment']}`", OUTCOME_TEXT.get(row["extract"], row["extract"])]
+        table.append([f"**{_cell(c)}**" if i == best else c for c in cells])
+    return "\n\n".join([
+        f"## Dense-head sweep `{name}`: {len(rows)} settings on the same cached features",
+        _table([*keys, *SWEEP_COLUMNS, "experiment", "extract"], table),
+        f"Best by validation loss: `{rows[best]['experiment']}`. Compare all with `dvc exp show`; "
+        f"bring one into the workspace with `dvc exp apply <experiment>`.",
+    ])

@@ -1,0 +1,66 @@
+"""The whole DVC pipeline as a Prefect flow, run in the project it is started from (deployments: the
+directory `prefect deploy` ran in).
+
+    python -m flows.run_pipeline                               # params.yaml as it is; one task per stage
+    python -m flows.run_pipeline -S dense.learning_rate=1e-4   # this run only: a DVC experiment
+
+Without PREFECT_API_URL the flow runs on a temporary local Prefect server. See docs/orchestration.md.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.overrides import effective_config, parse_assignment, parse_value
+from flows.report import pipeline_markdown, read_json_at
+from flows.stages import project_root, stage_order
+from flows.tasks import experiment_name, run_experiment, slug, stage_task
+
+
+@flow(name="pipeline")
+def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 3600.0) -> dict:
+    """Every DVC stage in dependency order; DVC skips what is up to date.
+
+    overrides: params.yaml values for this run only, e.g. {"dense.learning_rate": 1e-4}. The run then is a
+    DVC experiment (`dvc exp run --temp`): params.yaml, dvc.lock and the workspace stay untouched.
+    lock_timeout_s: how long to wait while another DVC process (another flow run) holds the project's lock.
+    """
+    log = get_run_logger()
+    root = project_root()
+    overrides = overrides or {}
+    name = effective_config(root, overrides).data.name
+    log.info("project %s, dataset %s, overrides %s", root, name, overrides or "none")
+    if overrides:
+        experiment = experiment_name("pipeline")
+        outcomes = run_experiment(experiment, overrides, [], root, lock_timeout_s)
+    else:
+        experiment, outcomes = None, {}
+        for stage in stage_order(root):
+            outcomes[stage] = stage_task(stage)(stage, root, lock_timeout_s)
+    ran = [s for s, o in outcomes.items() if o == "ran"]
+    log.info("ran: %s; not recomputed: %s", ", ".join(ran) or "nothing",
+             ", ".join(s for s in outcomes if s not in ran) or "nothing")
+    reports = f"data/{name}/reports"  # where dvc.yaml's evaluate and track stages write
+    metrics = read_json_at(root, f"{reports}/metrics.json", experiment)
+    mlflow = read_json_at(root, f"{reports}/mlflow.json", experiment)
+    create_markdown_artifact(pipeline_markdown(name, outcomes, metrics, mlflow, experiment, overrides),
+                             key=slug(f"pipeline-{name}"), description=f"pipeline run on {name}")
+    return {"project": str(root), "experiment": experiment, "stages": outcomes, "metrics": metrics,
+            "mlflow": mlflow}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], type=parse_assignment,
+                    metavar="KEY=VALUE", help="override a params.yaml value for this run only (repeatable)")
+    ap.add_argument("--lock-timeout", type=float, default=3600.0,
+                    help="seconds to wait while another DVC process holds the project's lock")
+    args = ap.parse_args(argv)
+    pipeline(overrides={key: parse_value(value) for key, value in args.overrides}, lock_timeout_s=args.lock_timeout)
+
+
+if __name__ == "__main__":
+    main()

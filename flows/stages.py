@@ -1,0 +1,111 @@
+"""DVC as the flows drive it: stage order from DVC's own graph, `dvc` commands whose output says which
+stages ran or were skipped, and a bounded wait while another DVC process holds the project's locks."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# The lines DVC prints per stage; everything else in the output comes from the stages' own commands.
+_OUTCOMES = (
+    (re.compile(r"^Running stage '(?P<stage>[^']+)'"), "ran"),
+    (re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping"), "skipped"),
+    (re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run"), "restored"),  # from DVC's run-cache
+)
+# The repo lock (.dvc/tmp/lock) and the per-path read/write locks (.dvc/tmp/rwlock): DVC takes them before
+# running anything, so a command refused with one of these can simply be repeated.
+_LOCKED = re.compile(r"^ERROR: .*(Unable to acquire lock|is busy, it is being blocked by)")
+
+
+class DvcError(RuntimeError):
+    """A dvc command failed, or another DVC process kept the project locked for too long."""
+
+
+@dataclass(frozen=True)
+class DvcResult:
+    outcomes: dict[str, str]  # stage -> "ran" | "skipped" | "restored", in the order DVC reported them
+    seconds: float
+
+
+def project_root(path: str | Path | None = None) -> Path:
+    """The DVC project holding `path` (default: the working directory, which deployments set)."""
+    from dvc.repo import Repo
+
+    return Path(Repo.find_root(str(path or Path.cwd()))).resolve()
+
+
+def _target(stage, root: Path) -> str:
+    """The stage as `dvc repro` run in `root` names it: `name` in ./dvc.yaml, else `path:name` or the .dvc file
+    (DVC's own `addressing` is relative to the caller's working directory)."""
+    from dvc.stage import PipelineStage
+
+    path = Path(stage.path).relative_to(root).as_posix()
+    if isinstance(stage, PipelineStage):
+        return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
+    return path
+
+
+def stage_order(root: Path) -> list[str]:
+    """Every stage, dependencies first, as DVC's own graph has them; ties keep their dvc.yaml order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        position = {stage: i for i, stage in enumerate(repo.index.stages)}
+        graph = repo.index.graph.reverse(copy=False)  # DVC's edges point from a stage to what it depends on
+        return [_target(s, root) for s in nx.lexicographical_topological_sort(graph, key=position.__getitem__)]
+
+
+def parse_outcomes(lines: list[str]) -> dict[str, str]:
+    outcomes = {}
+    for line in lines:
+        for pattern, outcome in _OUTCOMES:
+            if match := pattern.match(line):
+                outcomes[match["stage"]] = outcome
+    return outcomes
+
+
+def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Stage commands say `python`: make that this interpreter, whatever PATH the worker was started with."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            **(extra or {})}
+
+
+def _run_once(args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter,
+              env: dict[str, str]) -> tuple[int, list[str]]:
+    lines = []
+    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for line in proc.stdout:  # streamed, so a long stage shows progress in the flow run's logs
+            if line := line.rstrip():
+                lines.append(line)
+                log.info(line)
+    return proc.returncode, lines
+
+
+def run_dvc(args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter,
+            lock_timeout_s: float = 3600.0, poll_s: float = 5.0, env: dict[str, str] | None = None) -> DvcResult:
+    """`dvc <args>` in `root`; while another DVC process holds the project's locks, wait up to `lock_timeout_s`."""
+    start = time.monotonic()
+    deadline = start + lock_timeout_s
+    while True:
+        rc, lines = _run_once(args, root, log, dvc_env(env))
+        if rc == 0:
+            return DvcResult(parse_outcomes(lines), round(time.monotonic() - start, 1))
+        at = next((i for i, line in enumerate(lines) if _LOCKED.match(line)), None)
+        if at is None:
+            tail = "\n".join(lines[-40:])
+            raise DvcError(f"`dvc {' '.join(args)}` failed in {root} (exit {rc}):\n{tail}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            blocker = "\n".join(lines[at:at + 3])  # DVC names the blocking process on the next line
+            raise DvcError(f"`dvc {' '.join(args)}`: {root} is still locked by another DVC process after "
+                           f"{lock_timeout_s:.0f} s (another flow run or dvc command?):\n{blocker}")
+        log.warning("another DVC process is working on %s; waiting for its lock (%.0f s left)", root, left)
+        time.sleep(min(poll_s, max(left, 0.1)))

@@ -1,0 +1,74 @@
+"""The flows' Prefect tasks: one DVC stage in the workspace, or one DVC experiment."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from flows.overrides import set_args
+from flows.report import OUTCOME_TEXT
+from flows.stages import DvcError, run_dvc
+
+# Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
+# step fails the same way again.
+RETRIES = {"download": 3}
+
+
+def _env() -> dict[str, str]:
+    """The track stage tags its MLflow runs with this flow run (workers set PREFECT__FLOW_RUN_ID, local runs don't)."""
+    return {"PIPELINE_PREFECT_FLOW_RUN_ID": str(flow_run.id)}
+
+
+def slug(text: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def experiment_name(prefix: str) -> str:
+    """Unique per flow run, so concurrent runs never collide on a DVC experiment name."""
+    return f"{prefix}-{str(flow_run.id)[:8]}"
+
+
+# Prefect must never skip a stage on its own: DVC's lock file decides what is up to date.
+@task(task_run_name="{stage}", cache_policy=NO_CACHE)
+def run_stage(stage: str, root: Path, lock_timeout_s: float) -> str:
+    """`dvc repro --single-item <stage>`: the stage runs only if DVC finds its deps, params or outs changed."""
+    log = get_run_logger()
+    result = run_dvc(["repro", "--single-item", stage], root, log, lock_timeout_s, env=_env())
+    outcome = result.outcomes.get(stage, "unknown")
+    log.info("stage %s: %s (%.1f s)", stage, OUTCOME_TEXT.get(outcome, outcome), result.seconds)
+    return outcome
+
+
+def stage_task(stage: str):
+    """The stage's task, retried with growing delays where a retry can help."""
+    retries = RETRIES.get(stage, 0)
+    return run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(10) if retries else 0)
+
+
+def _require_commit(root: Path) -> None:
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root, capture_output=True)
+    if done.returncode != 0:
+        raise DvcError(f"parameter overrides run as DVC experiments, which start from the last git commit: "
+                       f"make {root} a git repository with at least one commit")
+
+
+@task(task_run_name="experiment {name}", cache_policy=NO_CACHE)
+def run_experiment(name: str, overrides: dict[str, Any], targets: list[str], root: Path,
+                   lock_timeout_s: float) -> dict[str, str]:
+    """`dvc exp run --temp -S ...`: the run happens in a temporary copy of the project, so params.yaml, dvc.lock
+    and the workspace stay as they are; the experiment keeps its own dvc.lock, params and metrics in git
+    (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored."""
+    _require_commit(root)
+    log = get_run_logger()
+    args = ["exp", "run", "--temp", "--name", name, *set_args(overrides), *targets]
+    result = run_dvc(args, root, log, lock_timeout_s, env=_env())
+    for stage, outcome in result.outcomes.items():
+        log.info("experiment %s, stage %s: %s", name, stage, OUTCOME_TEXT.get(outcome, outcome))
+    return result.outcomes

@@ -1,0 +1,114 @@
+"""One self-contained HTML page per evaluation: both heads' test metrics, per-class scores, confusion matrices,
+training summaries, the class balance of the data and every evaluation plot, inlined so it opens offline.
+
+    python -m pipeline.report --reports data/<name>/reports --dense data/<name>/models/dense \\
+        --finetune data/<name>/models/finetune --manifest data/<name>/prepared/manifest.csv
+
+evaluate writes it as <reports>/report.html; this command rebuilds it from the files.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+from collections import Counter
+from html import escape
+from pathlib import Path
+
+from pipeline.io import read_json, run_cli, setup_logging, write_text
+from pipeline.manifest import IMBALANCE_WARNING, SPLITS, imbalance_ratio, read_manifest
+
+METRICS = ("n", "accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc")
+SUMMARY = ("best_epoch", "epochs_run", "val_loss", "val_accuracy", "train_seconds", "class_weight")
+PLOT_ORDER = ("curves_dense", "curves_finetune", "confusion_dense", "confusion_finetune", "roc", "gradcam_finetune",
+              "misclassified_dense", "misclassified_finetune")  # then any other PNG, by name
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.warn{color:#b00}
+figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}"""
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{escape(str(k))}: {_cell(v)}" for k, v in value.items())
+    return "" if value is None else escape(str(value))
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _data_section(manifest: Path) -> str:
+    rows = read_manifest(manifest)
+    counts = Counter((r.label, r.split) for r in rows)
+    classes = sorted({r.label for r in rows})
+    ratio = imbalance_ratio({c: counts[(c, "train")] for c in classes})
+    note = (f'<p class="warn">Imbalanced: {ratio:.2f}× more train images in the largest class than in the '
+            f"smallest; consider dense.class_weight / finetune.class_weight: balanced.</p>"
+            if ratio > IMBALANCE_WARNING else f"<p>Imbalance ratio (largest / smallest train class): {ratio:.2f}</p>")
+    quarantine = manifest.parent / "quarantine.csv"
+    dropped = sum(1 for _ in quarantine.open()) - 1 if quarantine.exists() else 0
+    return (f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
+            f"(prepared/quarantine.csv).</p>"
+            + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes]) + note)
+
+
+def _plots_section(plots: Path) -> str:
+    files = sorted(plots.glob("*.png"), key=lambda f: (PLOT_ORDER.index(f.stem) if f.stem in PLOT_ORDER
+                                                      else len(PLOT_ORDER), f.name))
+    figures = [f'<figure><img alt="{escape(f.stem)}" src="data:image/png;base64,'
+               f'{base64.b64encode(f.read_bytes()).decode("ascii")}"><figcaption>{escape(f.name)}</figcaption></figure>'
+               for f in files]
+    return "<h2>Plots</h2>" + "".join(figures)
+
+
+def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> str:
+    metrics = read_json(reports / "metrics.json")
+    heads = list(metrics)
+    classes = list(next(iter(metrics.values()))["per_class"])
+    parts = [f"<h1>Evaluation report: <code>{escape(str(reports))}</code></h1>",
+             f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>"]
+    if manifest:
+        parts.append(_data_section(manifest))
+    parts += ["<h2>Test metrics</h2>", table(["head", *METRICS], [[h, *(metrics[h].get(k) for k in METRICS)]
+                                                                  for h in heads])]
+    for h in heads:
+        per = metrics[h]["per_class"]
+        parts += [f"<h3>{escape(h)}: per class</h3>",
+                  table(["class", "precision", "recall", "f1", "support"],
+                        [[c, *(per[c][k] for k in ("precision", "recall", "f1", "support"))] for c in classes]),
+                  f"<h3>{escape(h)}: confusion matrix (rows: true, columns: predicted)</h3>",
+                  table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h]["confusion_matrix"])])]
+    summaries = {h: read_json(d / "summary.json") for h, d in model_dirs.items() if (d / "summary.json").exists()}
+    if summaries:
+        parts += ["<h2>Training (validation split)</h2>",
+                  table(["head", *SUMMARY], [[h, *(s.get(k) for k in SUMMARY)] for h, s in summaries.items()])]
+    if (reports / "plots").is_dir():
+        parts.append(_plots_section(reports / "plots"))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> Path:
+    out = reports / "report.html"
+    write_text(out, render(reports, model_dirs, manifest))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reports", type=Path, required=True, help="evaluate's output folder (metrics.json, plots/)")
+    ap.add_argument("--dense", type=Path, help="train_dense output folder (summary.json)")
+    ap.add_argument("--finetune", type=Path, help="train_finetune output folder (summary.json)")
+    ap.add_argument("--manifest", type=Path, help="prepare's manifest.csv (class counts)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    model_dirs = {h: d for h, d in (("dense", args.dense), ("finetune", args.finetune)) if d}
+    print(write_report(args.reports, model_dirs, args.manifest))
+
+
+if __name__ == "__main__":
+    run_cli(main, FileNotFoundError)
