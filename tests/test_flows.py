@@ -197,6 +197,28 @@ def test_sweep_trains_the_head_per_setting_on_the_same_features(project, first_r
     assert rates == {0.05, 0.002}
 
 
+@pytest.mark.servers
+def test_dvc_remote_push_then_pull_into_a_fresh_clone(project, first_run, tmp_path):
+    """The scale-out path that runs here: outputs travel through a DVC remote (a local folder)."""
+    root, env = project
+
+    def dvc(cwd: Path, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    dvc(root, "remote", "add", "--local", "-f", "shared", str(remote))  # --local: kept out of git
+    dvc(root, "push", "-r", "shared")
+    _git(tmp_path, "clone", "-q", str(root), str(clone))
+    dvc(clone, "remote", "add", "--local", "shared", str(remote))
+    dvc(clone, "pull", "-r", "shared")
+    assert "up to date" in dvc(clone, "status")
+    for rel in ("features/train.npy", "models/dense/model.keras", "models/finetune/model.keras"):
+        assert (clone / "data" / NAME / rel).read_bytes() == (root / "data" / NAME / rel).read_bytes()
+
+
 def test_overrides_are_checked_before_anything_runs(tmp_path):
     write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"name": NAME, "url": "unused.zip"}})
     cfg = effective_config(tmp_path, {"dense.learning_rate": 0.5, "dense.activation": "gelu"})
