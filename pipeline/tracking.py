@@ -21,6 +21,7 @@ from pipeline.config import Config, load_config
 from pipeline.evaluate import HEADS
 from pipeline.io import log, read_json, run_cli, setup_logging, sha256_file, write_json
 from pipeline.manifest import read_manifest, split_rows
+from pipeline.serving import log_pyfunc_model
 from pipeline.tracking_context import (HTTP_DEFAULTS, TrackingError, artifact_location, check_reachable,
                                        execution_tags, pip_requirements, tracking_uri)
 
@@ -76,7 +77,7 @@ def _log_files(files: list[Path], artifact_path: str | None = None) -> None:
 
 
 def _log_head(head: str, cfg: Config, params: dict, tags: dict, model_dir: Path, test: dict, plots: Path,
-              example: np.ndarray) -> mlflow.models.model.ModelInfo:
+              example: np.ndarray, manifest: Path) -> mlflow.models.model.ModelInfo:
     """Child run of the active parent: params, per-epoch history, test metrics, plots, registered model."""
     with mlflow.start_run(run_name=head, nested=True, tags=tags):
         mlflow.log_params({**params, "head": head})
@@ -87,7 +88,11 @@ def _log_head(head: str, cfg: Config, params: dict, tags: dict, model_dir: Path,
         mlflow.log_metrics({**{k: float(summary[k]) for k in SUMMARY_METRICS if k in summary},
                             **{f"test_{k}": float(test[k]) for k in TEST_METRICS if k in test}})
         _log_files([model_dir / "summary.json", model_dir / "history.csv"])
-        _log_files([plots / f"confusion_{head}.png", plots / f"curves_{head}.png", plots / "roc.png"], "plots")
+        _log_files([plots / f"confusion_{head}.png", plots / f"curves_{head}.png", plots / "roc.png",
+                    plots / f"misclassified_{head}.png", plots / f"gradcam_{head}.png"], "plots")
+        if head == "finetune":  # the raw-image model that `mlflow models serve` answers requests with
+            log_pyfunc_model(model_dir, cfg.evaluate.tta_flip, Path(split_rows(read_manifest(manifest), "test")[0].path),
+                             registered_model_name=f"{model_name(cfg)}-served")
         # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
         model = keras.models.load_model(model_dir / "model.keras", compile=False)
         return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
@@ -138,11 +143,12 @@ def track(cfg: Config, *, download_info: Path, prepare_summary: Path, features: 
     tags = execution_tags(lock)
     with mlflow.start_run(run_name="pipeline", tags=tags) as parent:
         mlflow.log_params(params)
-        _log_files([reports / "metrics.json", prepare_summary, download_info, lock])
+        _log_files([reports / "metrics.json", reports / "report.html", prepare_summary, download_info, lock])
         _log_files([reports / "plots" / "roc.png"], "plots")
         for head in HEADS:
             example = input_example(head, features, manifest, cfg.backbone.image_size)
-            info = _log_head(head, cfg, params, tags, model_dirs[head], metrics[head], reports / "plots", example)
+            info = _log_head(head, cfg, params, tags, model_dirs[head], metrics[head], reports / "plots", example,
+                             manifest)
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
         champion = register_champion(model_name(cfg), versions, metrics, params["data.manifest_sha256"])
     record = {

@@ -105,8 +105,8 @@ def test_parent_run_has_params_tags_and_artifacts(project, mlflow_server, first)
     assert tags["mlflow.source.git.commit"] == commit and tags["prefect.flow_run_id"] == "flow-run-1"
     assert {k: tags[k] for k in tags if k.startswith("dvc.")} == lock_tags(paths["lock"])
     assert set(lock_tags(paths["lock"])) == {"dvc.stage.prepare.md5", "dvc.stage.train_dense.md5"}
-    assert _artifacts(client, parent.info.run_id) == {"metrics.json", "prepare.json", "download.json",
-                                                       "dvc.lock", "plots"}
+    assert _artifacts(client, parent.info.run_id) == {"metrics.json", "report.html", "prepare.json",
+                                                       "download.json", "dvc.lock", "plots"}
     assert _artifacts(client, parent.info.run_id, "plots") == {"plots/roc.png"}
 
 
@@ -134,7 +134,10 @@ def test_a_child_run_per_head_with_history_test_metrics_and_plots(project, mlflo
         assert m["best_epoch"] == summary["best_epoch"] and m["train_seconds"] == summary["train_seconds"]
         assert {"summary.json", "history.csv", "plots"} <= _artifacts(client, run.info.run_id)
         assert _artifacts(client, run.info.run_id, "plots") == {
-            f"plots/confusion_{head}.png", f"plots/curves_{head}.png", "plots/roc.png"}
+            f"plots/confusion_{head}.png", f"plots/curves_{head}.png", "plots/roc.png",
+            f"plots/misclassified_{head}.png", *([f"plots/gradcam_{head}.png"] if head == "finetune" else [])}
+    served = client.search_model_versions(f"name = '{first['registered_model']}-served'")
+    assert [v.run_id for v in served] == [first["child_run_ids"]["finetune"]]  # the raw-image pyfunc model
 
 
 @pytest.mark.servers
