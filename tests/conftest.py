@@ -100,6 +100,27 @@ def synthetic_zip(tmp_path: Path) -> Path:
     return zip_dir(src, tmp_path / "synthetic.zip")
 
 
+def run_stages(d: Path, cfg, first: str = "extract") -> None:
+    """The stages after prepare, on the layout dvc.yaml uses under data/<name>/ (here `d`)."""
+    from pipeline.evaluate import evaluate
+    from pipeline.extract import extract
+    from pipeline.train_dense import train_dense
+    from pipeline.train_finetune import train_finetune
+
+    manifest, models = d / "prepared" / "manifest.csv", d / "models"
+    steps = {
+        "extract": lambda: extract(manifest, d / "features", cfg.backbone, cfg.extract),
+        "train_dense": lambda: train_dense(d / "features", models / "dense", cfg.dense),
+        "train_finetune": lambda: train_finetune(manifest, models / "dense" / "model.keras", models / "finetune",
+                                                 cfg.backbone, cfg.finetune),
+        "evaluate": lambda: evaluate(d / "features", manifest, models / "dense", models / "finetune",
+                                     d / "reports", cfg.backbone, cfg.evaluate),
+    }
+    names = list(steps)
+    for name in names[names.index(first):]:
+        steps[name]()
+
+
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

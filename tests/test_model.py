@@ -8,12 +8,10 @@ import pytest
 from pipeline.backbone import BASE_NAME
 from pipeline.config import parse_config
 from pipeline.download import download
-from pipeline.evaluate import evaluate, evaluate_folder
+from pipeline.evaluate import evaluate_folder
 from pipeline.extract import extract, load_features
 from pipeline.prepare import prepare
-from pipeline.train_dense import train_dense
-from pipeline.train_finetune import train_finetune
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, run_stages
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +25,7 @@ def trained(tmp_path_factory, request):
     d = tmp / "data"
     download(cfg.data, d / "raw", d / "download.json")
     prepare(d / "raw", d / "prepared", d / "prepare.json", cfg.split, workers=1)
-    extract(d / "prepared" / "manifest.csv", d / "features", cfg.backbone, cfg.extract)
-    train_dense(d / "features", d / "models" / "dense", cfg.dense)
-    train_finetune(d / "prepared" / "manifest.csv", d / "models" / "dense" / "model.keras",
-                   d / "models" / "finetune", cfg.backbone, cfg.finetune)
-    evaluate(d / "features", d / "prepared" / "manifest.csv", d / "models" / "dense", d / "models" / "finetune",
-             d / "reports", cfg.backbone, cfg.evaluate)
+    run_stages(d, cfg)
     return d, cfg
 
 

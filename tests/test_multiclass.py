@@ -11,15 +11,11 @@ import pandas as pd
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.evaluate import evaluate
-from pipeline.extract import extract
 from pipeline.io import read_json
 from pipeline.predict import from_model_dir, predict
 from pipeline.prepare import prepare
 from pipeline.serving import log_pyfunc_model
-from pipeline.train_dense import train_dense
-from pipeline.train_finetune import train_finetune
-from tests.conftest import TINY_PARAMS, make_dataset
+from tests.conftest import TINY_PARAMS, make_dataset, run_stages
 
 CLASSES = ["birds", "cats", "dogs"]
 
@@ -41,12 +37,7 @@ def run(tmp_path_factory):
         prepare(raw, d / "prepared", d / "prepare.json", cfg.split, workers=1)
     finally:
         logging.getLogger("pipeline").removeHandler(handler)
-    extract(d / "prepared" / "manifest.csv", d / "features", cfg.backbone, cfg.extract)
-    train_dense(d / "features", d / "models" / "dense", cfg.dense)
-    train_finetune(d / "prepared" / "manifest.csv", d / "models" / "dense" / "model.keras", d / "models" / "finetune",
-                   cfg.backbone, cfg.finetune)
-    evaluate(d / "features", d / "prepared" / "manifest.csv", d / "models" / "dense", d / "models" / "finetune",
-             d / "reports", cfg.backbone, cfg.evaluate)
+    run_stages(d, cfg)
     return d, cfg, handler.messages
 
 

@@ -15,20 +15,15 @@ from pathlib import Path
 
 import keras
 import mlflow
-import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.config import parse_config
-from pipeline.evaluate import evaluate
-from pipeline.extract import extract
 from pipeline.manifest import read_manifest, split_rows
 from pipeline.predict import PredictError, from_model_dir, from_model_uri, main, predict
 from pipeline.prepare import prepare
 from pipeline.serving import log_pyfunc_model
-from pipeline.train_dense import train_dense
-from pipeline.train_finetune import train_finetune
-from tests.conftest import TINY_PARAMS, _wait_healthy, free_port, make_dataset, write_params
+from tests.conftest import TINY_PARAMS, _wait_healthy, free_port, make_dataset, run_stages, write_params
 
 NAME = "predicted"
 SERVED = f"{NAME}-served"
@@ -44,12 +39,7 @@ def project(tmp_path_factory):
     d = root / "data" / NAME
     make_dataset(d / "raw", per_class=15, layout="flat")
     prepare(d / "raw", d / "prepared", d / "prepare.json", cfg.split, workers=1)
-    extract(d / "prepared" / "manifest.csv", d / "features", cfg.backbone, cfg.extract)
-    train_dense(d / "features", d / "models" / "dense", cfg.dense)
-    train_finetune(d / "prepared" / "manifest.csv", d / "models" / "dense" / "model.keras", d / "models" / "finetune",
-                   cfg.backbone, cfg.finetune)
-    evaluate(d / "features", d / "prepared" / "manifest.csv", d / "models" / "dense", d / "models" / "finetune",
-             d / "reports", cfg.backbone, cfg.evaluate)
+    run_stages(d, cfg)
     return root, cfg
 
 

@@ -17,7 +17,7 @@ def _run(raw, out, **split):
 
 
 def test_archive_layout_keeps_train_and_carves_test_from_validation(tmp_path):
-    raw = make_dataset(tmp_path / "raw" / "wrapper", per_class=20)  # 12 train + 8 validation per class
+    make_dataset(tmp_path / "raw" / "wrapper", per_class=20)  # 12 train + 8 validation per class
     summary, rows = _run(tmp_path / "raw", tmp_path / "o")
     assert len(rows) == 40 and summary["images"] == 40
     per = Counter((r.label, r.split) for r in rows)

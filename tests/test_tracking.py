@@ -14,15 +14,12 @@ from mlflow import MlflowClient
 
 from pipeline.config import parse_config
 from pipeline.download import download
-from pipeline.evaluate import HEADS, evaluate
-from pipeline.extract import extract
+from pipeline.evaluate import HEADS
 from pipeline.io import read_json, sha256_file
 from pipeline.prepare import prepare
 from pipeline.tracking import track
 from pipeline.tracking_context import lock_tags
-from pipeline.train_dense import train_dense
-from pipeline.train_finetune import train_finetune
-from tests.conftest import TINY_PARAMS, make_dataset, write_params, zip_dir
+from tests.conftest import TINY_PARAMS, make_dataset, run_stages, write_params, zip_dir
 from tests.test_tracking_context import LOCK
 
 NAME = "tracked"  # own experiment / registered model: the server is shared by the whole session
@@ -45,13 +42,6 @@ def _paths(project):
                    model_dirs={h: d / "models" / h for h in HEADS}, out=d / "reports" / "mlflow.json")
 
 
-def _finetune_and_evaluate(d, cfg):
-    train_finetune(d / "prepared" / "manifest.csv", d / "models" / "dense" / "model.keras", d / "models" / "finetune",
-                   cfg.backbone, cfg.finetune)
-    evaluate(d / "features", d / "prepared" / "manifest.csv", d / "models" / "dense", d / "models" / "finetune",
-             d / "reports", cfg.backbone, cfg.evaluate)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """The tiny pipeline's outputs laid out as dvc.yaml does, next to a dvc.lock, in a git repo."""
@@ -62,9 +52,7 @@ def project(tmp_path_factory):
     d, _ = _paths(root)
     download(cfg.data, d / "raw", d / "download.json")
     prepare(d / "raw", d / "prepared", d / "prepare.json", cfg.split, workers=1)
-    extract(d / "prepared" / "manifest.csv", d / "features", cfg.backbone, cfg.extract)
-    train_dense(d / "features", d / "models" / "dense", cfg.dense)
-    _finetune_and_evaluate(d, cfg)
+    run_stages(d, cfg)
     (root / "dvc.lock").write_text(yaml.safe_dump(LOCK))
     write_params(root / "params.yaml", params)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
@@ -179,7 +167,7 @@ def test_a_head_only_change_gets_new_runs_and_the_champion_stays_the_best(projec
     params = copy.deepcopy(params)
     params["finetune"]["learning_rate"] = 3e-4
     d, paths = _paths(copy_root)
-    _finetune_and_evaluate(d, parse_config(params))
+    run_stages(d, parse_config(params), first="train_finetune")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     second = track(parse_config(params), **paths)
 
