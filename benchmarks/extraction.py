@@ -4,7 +4,8 @@
   (b) ceiling: the compiled conv base alone on images already decoded into memory;
   (c) pipeline.extract.extract() (all images in one split; its streaming loop's img/s, and whole-call img/s).
 
-Methods alternate within each repeat (a b c a b c ...) so that load changes hit them alike; best of the
+For reference: the input pipeline alone (decode + resize, no model; also with dct_method INTEGER_FAST), and
+(b) under Keras's mixed_bfloat16 policy (not used by the pipeline). Methods alternate within each repeat (a b c a b c ...) so that load changes hit them alike; best of the
 repeats is reported. Usage: python benchmarks/extraction.py [--images 1000] [--repeats 2]
 """
 from __future__ import annotations
@@ -46,6 +47,29 @@ def ceiling(base: keras.Model, batches: list[tf.Tensor]) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
+def decode_only(paths: list[str], size: int, batch: int, dct_method: str) -> float:
+    """The input pipeline without the model (parallel decode + resize on all cores), for its share of the work."""
+    def load(path: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method=dct_method)
+        return tf.image.resize(image, (size, size))
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+    start = time.perf_counter()
+    n = sum(len(b) for b in ds.prefetch(tf.data.AUTOTUNE))
+    return n / (time.perf_counter() - start)
+
+
+def bf16_ceiling(backbone: BackboneConfig, batches: list[tf.Tensor]) -> float:
+    """(b) with the conv base built under Keras's mixed_bfloat16 policy: not what the pipeline does (it changes
+    the features), measured to size the option."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        base = conv_base(backbone)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    return ceiling(base, batches)
+
+
 def pipeline_extract(manifest: Path, out: Path, backbone: BackboneConfig, cfg: ExtractConfig,
                      n: int) -> tuple[float, float]:
     """(img/s of extract's streaming loop as it records in meta.json, img/s of the whole call)."""
@@ -75,14 +99,18 @@ def main() -> None:
         backbone, cfg = BackboneConfig(image_size=args.size), ExtractConfig(batch_size=args.batch)
         base = conv_base(backbone)
         decoded = list(image_dataset([str(p) for p in images], None, args.size, args.batch))
-        best = {"a": 0.0, "b": 0.0, "c": 0.0, "c_call": 0.0}
+        paths = [str(p) for p in images]
+        best = dict.fromkeys(["a", "b", "c", "c_call", "decode", "decode_fast"], 0.0)
         for r in range(args.repeats):
             a = classic(base, folder, args.size, args.classic_batch)
             b = ceiling(base, decoded)
             c, c_call = pipeline_extract(manifest, tmp / f"features{r}", backbone, cfg, args.images)
-            print(f"repeat {r + 1}: a {a:.1f}  b {b:.1f}  c {c:.1f}  (c whole call {c_call:.1f}) img/s; {load()}",
-                  flush=True)
-            best = {k: max(best[k], v) for k, v in zip(best, (a, b, c, c_call))}
+            dec, fast = (decode_only(paths, args.size, args.batch, m) for m in ("INTEGER_ACCURATE", "INTEGER_FAST"))
+            print(f"repeat {r + 1}: a {a:.1f}  b {b:.1f}  c {c:.1f}  (c whole call {c_call:.1f})  decode only "
+                  f"{dec:.0f} (INTEGER_FAST {fast:.0f}) img/s; {load()}", flush=True)
+            best = {k: max(best[k], v) for k, v in zip(best, (a, b, c, c_call, dec, fast))}
+        # last: once a bfloat16 model has run, float32 extraction in the same process ran ~1/3 slower here
+        best["b_bf16"] = max(bf16_ceiling(backbone, decoded) for _ in range(args.repeats))
     print(f"\n{args.images} real JPEGs at {args.size} px, best of {args.repeats}:")
     print(f"  (a) classic loop (dataset_from_directory, batch {args.classic_batch}, predict per batch): "
           f"{best['a']:7.1f} img/s")
@@ -90,6 +118,8 @@ def main() -> None:
     print(f"  (c) pipeline.extract.extract(), batch {args.batch}:                        {best['c']:7.1f} img/s "
           f"(whole call incl. model load: {best['c_call']:.1f})")
     print(f"  c/a = {best['c'] / best['a']:.2f}   c/b = {best['c'] / best['b']:.2f}   ({load()})")
+    print(f"  for reference: input pipeline alone (decode + resize, no model) {best['decode']:.0f} img/s, "
+          f"{best['decode_fast']:.0f} with dct_method INTEGER_FAST; (b) under mixed_bfloat16 {best['b_bf16']:.1f} img/s")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def dvc(project: Path, *args: str) -> tuple[float, set[str]]:
     """Seconds taken and the stages that ran."""
     env = {**os.environ, "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"), "TQDM_DISABLE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the track stage logs into the copy's own mlflow.db
     start = time.perf_counter()
     proc = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start

@@ -39,7 +39,7 @@ def feature_function(base: keras.Model, strategy: tf.distribute.Strategy, mirror
     def replica(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
         x = preprocess(images)
         views = (x, tf.reverse(x, axis=[2])) if mirrored else (x,)
-        return tuple(tf.cast(base(v, training=False), FEATURE_DTYPE) for v in views)  # cast on the device
+        return tuple(base(v, training=False) for v in views)
 
     if use_xla():  # compiled per replica: tf.distribute's way of running XLA on each GPU
         replica = tf.function(replica, jit_compile=True, autograph=False)
@@ -47,8 +47,8 @@ def feature_function(base: keras.Model, strategy: tf.distribute.Strategy, mirror
 
     def features(batch) -> tuple[np.ndarray, ...]:
         # each replica's part, in replica order (= batch order); no cross-device gather needed on the host
-        return tuple(np.concatenate([part.numpy() for part in strategy.experimental_local_results(out)])
-                     for out in run(batch))
+        return tuple(np.concatenate([part.numpy().astype(FEATURE_DTYPE)
+                                     for part in strategy.experimental_local_results(out)]) for out in run(batch))
 
     return features
 
