@@ -4,9 +4,10 @@
   (b) ceiling: the compiled conv base alone on images already decoded into memory;
   (c) pipeline.extract.extract() (all images in one split; its streaming loop's img/s, and whole-call img/s).
 
-For reference: the input pipeline alone (decode + resize, no model; also with dct_method INTEGER_FAST), and
-(b) under Keras's mixed_bfloat16 policy (not used by the pipeline). Methods alternate within each repeat (a b c a b c ...) so that load changes hit them alike; best of the
-repeats is reported. Usage: python benchmarks/extraction.py [--images 1000] [--repeats 2]
+For reference: the input pipeline alone (decode + resize, no model; also with dct_method INTEGER_FAST), (b) at
+other batch sizes (--batch-sweep) and under Keras's mixed_bfloat16 policy (not used by the pipeline).
+Methods alternate within each repeat (a b c a b c ...) so that load changes hit them alike; best of the repeats
+is reported. Usage: python benchmarks/extraction.py [--images 1000] [--repeats 2] [--batch-sweep 16 64]
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="extract.batch_size for (b) and (c)")
     ap.add_argument("--classic-batch", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch-sweep", type=int, nargs="*", default=[], help="also (b) at these batch sizes")
     args = ap.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
@@ -109,6 +111,10 @@ def main() -> None:
             print(f"repeat {r + 1}: a {a:.1f}  b {b:.1f}  c {c:.1f}  (c whole call {c_call:.1f})  decode only "
                   f"{dec:.0f} (INTEGER_FAST {fast:.0f}) img/s; {load()}", flush=True)
             best = {k: max(best[k], v) for k, v in zip(best, (a, b, c, c_call, dec, fast))}
+        for bs in args.batch_sweep:
+            rebatched = list(tf.data.Dataset.from_tensor_slices(tf.concat(decoded, 0)).batch(bs))
+            speed = max(ceiling(base, rebatched) for _ in range(args.repeats))
+            print(f"(b) at batch {bs}: {speed:.1f} img/s; {load()}", flush=True)
         # last: once a bfloat16 model has run, float32 extraction in the same process ran ~1/3 slower here
         best["b_bf16"] = max(bf16_ceiling(backbone, decoded) for _ in range(args.repeats))
     print(f"\n{args.images} real JPEGs at {args.size} px, best of {args.repeats}:")
@@ -119,7 +125,8 @@ def main() -> None:
           f"(whole call incl. model load: {best['c_call']:.1f})")
     print(f"  c/a = {best['c'] / best['a']:.2f}   c/b = {best['c'] / best['b']:.2f}   ({load()})")
     print(f"  for reference: input pipeline alone (decode + resize, no model) {best['decode']:.0f} img/s, "
-          f"{best['decode_fast']:.0f} with dct_method INTEGER_FAST; (b) under mixed_bfloat16 {best['b_bf16']:.1f} img/s")
+          f"{best['decode_fast']:.0f} with dct_method INTEGER_FAST; (b) under mixed_bfloat16 "
+          f"{best['b_bf16']:.1f} img/s")
 
 
 if __name__ == "__main__":

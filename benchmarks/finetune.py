@@ -3,7 +3,8 @@
 Parts, each timed alone on batches of finetune.batch_size and scaled to one epoch (train + validation split):
 input pipeline (decode + resize, all cores), augmentation layers, forward through the frozen bottom, forward
 through the whole model, a training step with and without augmentation, a training step of the top blocks and
-head on cached activations; then one real epoch of model.fit as train_finetune runs it.
+head on cached activations; then real model.fit epochs as train_finetune runs them, with tf.data's autotuner
+off (as now) and on (as before).
 --accuracy: train_finetune() to the end with the params.yaml settings and with augmentation off (cached path).
 
 Needs a data folder with prepared/manifest.csv and models/dense/model.keras (default: data/<data.name> of this
@@ -24,11 +25,10 @@ import tensorflow as tf  # noqa: E402
 
 from pipeline.backbone import BASE_NAME, image_dataset, split_at_trainable  # noqa: E402
 from pipeline.config import FinetuneConfig, load_config  # noqa: E402
-from pipeline.heads import loss_for  # noqa: E402
 from pipeline.manifest import read_manifest, split_rows  # noqa: E402
-from pipeline.train_finetune import augmentation, build_finetune_model, train_finetune  # noqa: E402
+from pipeline.train_finetune import augmentation, build_finetune_model, compiled, train_finetune  # noqa: E402
 
-BATCHES = 6  # timed batches per part, after one warm-up batch
+BATCHES = 10  # timed batches per part, after one warm-up batch
 
 
 def per_image(fn, batches: list) -> float:
@@ -40,12 +40,8 @@ def per_image(fn, batches: list) -> float:
     return (time.perf_counter() - start) / sum(len(b[0] if isinstance(b, tuple) else b) for b in batches[1:])
 
 
-def compiled(model: keras.Model, cfg: FinetuneConfig) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.RMSprop(cfg.learning_rate), loss=loss_for(2), metrics=["accuracy"])
-    return model
-
-
-def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels: np.ndarray) -> None:
+def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels: np.ndarray,
+            n_classes: int) -> None:
     size, bs, ft = cfg.backbone.image_size, cfg.finetune.batch_size, cfg.finetune
     start = time.perf_counter()
     for _ in image_dataset(paths, labels.tolist(), size, bs, shuffle_seed=0):
@@ -54,15 +50,15 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
     images = list(image_dataset(paths[:bs * (BATCHES + 1)], None, size, bs))
     pairs = [(x, labels[i * bs:(i + 1) * bs]) for i, x in enumerate(images)]
     head = keras.models.load_model(data / "models" / "dense" / "model.keras")
-    model = compiled(build_finetune_model(head, cfg.backbone, ft), ft)
+    model = compiled(build_finetune_model(head, cfg.backbone, ft), ft, n_classes)
     no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
-    no_aug = compiled(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft)
+    no_aug = compiled(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft, n_classes)
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), ft.unfreeze_blocks)
     aug = keras.Sequential(augmentation(ft.augment, ft.seed))
     rescale = model.get_layer("mobilenet_preprocess")
     acts = [(bottom(rescale(x), training=False), y) for x, y in pairs]
     inputs = keras.Input(top.input.shape[1:])
-    trainer = compiled(keras.Model(inputs, head(top(inputs, training=False))), ft)
+    trainer = compiled(keras.Model(inputs, head(top(inputs, training=False))), ft, n_classes)
     f = {  # seconds per image
         "augmentation layers (training=True)": per_image(tf.function(lambda x: aug(x, training=True)), images),
         "forward, frozen bottom only": per_image(tf.function(lambda x: bottom(rescale(x), training=False)), images),
@@ -81,26 +77,32 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
           f"{f['forward, frozen bottom only'] * (n_train + n_val) / epoch:.0%}  ({load()})", flush=True)
 
 
-def real_epochs(data: Path, cfg, epochs: int = 2) -> None:
-    """model.fit exactly as train_finetune calls it, timing each epoch."""
+def real_epochs(data: Path, cfg, n_classes: int, epochs: int = 3) -> None:
+    """model.fit as train_finetune calls it, timing each epoch; then again with tf.data's autotuner switched back
+    on (as before image_dataset turned it off), in this same run."""
     ft = cfg.finetune
     rows = read_manifest(data / "prepared" / "manifest.csv")
     classes = sorted({r.label for r in rows})
 
-    def ds(split: str, seed):
+    def ds(split: str, seed, autotune: bool) -> tf.data.Dataset:
         part = split_rows(rows, split)
-        return image_dataset([r.path for r in part], [classes.index(r.label) for r in part],
-                             cfg.backbone.image_size, ft.batch_size, shuffle_seed=seed)
+        ds = image_dataset([r.path for r in part], [classes.index(r.label) for r in part],
+                           cfg.backbone.image_size, ft.batch_size, shuffle_seed=seed)
+        options = tf.data.Options()
+        options.autotune.enabled = autotune
+        return ds.with_options(options)
 
-    model = compiled(build_finetune_model(keras.models.load_model(data / "models/dense/model.keras"),
-                                          cfg.backbone, ft), ft)
-    times = []
-    timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
-                                           on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
-    model.fit(ds("train", ft.seed), validation_data=ds("validation", None), epochs=epochs, callbacks=[timer],
-              verbose=0)
-    print(f"\nreal model.fit epochs (augmentation on, images decoded each epoch): "
-          f"{', '.join(f'{b - a:.1f} s' for a, b in zip(times[::2], times[1::2]))}  ({load()})", flush=True)
+    print()
+    for autotune in (False, True):
+        model = compiled(build_finetune_model(keras.models.load_model(data / "models/dense/model.keras"),
+                                              cfg.backbone, ft), ft, n_classes)
+        times = []
+        timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
+                                               on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
+        model.fit(ds("train", ft.seed, autotune), validation_data=ds("validation", None, autotune), epochs=epochs,
+                  callbacks=[timer], verbose=0)
+        print(f"real model.fit epochs (augmentation on), tf.data autotuner {'on (before)' if autotune else 'off (now)'}"
+              f": {', '.join(f'{b - a:.1f} s' for a, b in zip(times[::2], times[1::2]))}  ({load()})", flush=True)
 
 
 def accuracy(data: Path, cfg) -> None:
@@ -131,8 +133,9 @@ def main() -> None:
     train = split_rows(rows, "train")
     classes = sorted({r.label for r in rows})
     labels = np.array([classes.index(r.label) for r in train], dtype=np.float32)
-    profile(data, cfg, len(train), len(split_rows(rows, "validation")), [r.path for r in train], labels)
-    real_epochs(data, cfg)
+    profile(data, cfg, len(train), len(split_rows(rows, "validation")), [r.path for r in train], labels,
+            len(classes))
+    real_epochs(data, cfg, len(classes))
     if args.accuracy:
         accuracy(data, cfg)
 

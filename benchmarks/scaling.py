@@ -97,9 +97,10 @@ def main() -> None:
             if proc.returncode:
                 sys.exit(f"size {n} failed:\n{proc.stderr[-3000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            grown = r["rss_peak_mb"] - r["rss_before_mb"]
             print(f"{n:7d} {r['seconds']:8.1f} {1000 * r['seconds'] / n:7.2f} {r['img_s']:6.1f} "
-                  f"{r['rss_before_mb']:8.0f}MB {r['rss_peak_mb']:7.0f}MB {r['rss_peak_mb'] - r['rss_before_mb']:11.0f}MB "
-                  f"{r['maxrss_mb']:7.0f}MB  {load()}", flush=True)
+                  f"{r['rss_before_mb']:8.0f}MB {r['rss_peak_mb']:7.0f}MB {grown:11.0f}MB {r['maxrss_mb']:7.0f}MB  "
+                  f"{load()}", flush=True)
             shutil.rmtree(out)
     n = max(args.sizes)
     print(f"RSS growth writing {n} feature rows (7x7x1024 float16) in batches of 32: {writers(n)}")

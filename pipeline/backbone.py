@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline.config import BackboneConfig  # noqa: E402
@@ -53,20 +54,43 @@ def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
 
 def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_size: int,
                   shuffle_seed: int | None = None, flip: bool = False) -> tf.data.Dataset:
-    """Parallel decode + resize (+ horizontal flip), batched and prefetched; yields (images, labels) or images."""
+    """Parallel decode + resize (+ horizontal flip), batched and prefetched; yields (images, labels) or images.
+
+    Fixed parallelism (every core) and two batches of prefetch, tf.data's autotuner off: decoding runs ~20x
+    faster than the conv base, so this never starves it, and the autotuner's thread made each finished
+    iterator wait, seconds at a time, before it could be freed (every split, every epoch: benchmarks/README.md).
+    """
+    cores = len(os.sched_getaffinity(0))
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))  # typed: an empty split stays valid
     if labels is not None:
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     if labels is not None:
-        ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=cores)
     else:
-        ds = ds.map(lambda p: load_image(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda p: load_image(p, size), num_parallel_calls=cores)
     if flip:
         ds = ds.map(lambda x, *y: (tf.reverse(x, axis=[1]), *y) if y else tf.reverse(x, axis=[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+                    num_parallel_calls=cores)
+    return without_autotune(ds.batch(batch_size).prefetch(2))
+
+
+def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` with tf.data's autotuner off (why: image_dataset)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
+def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """(x, y) batches from in-memory arrays, reshuffled each epoch when seeded; what Keras makes of arrays, but
+    without the autotuner (see image_dataset)."""
+    xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    idx = tf.data.Dataset.range(len(x))
+    if shuffle_seed is not None:
+        idx = idx.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return without_autotune(idx.batch(batch_size).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i))).prefetch(2))
 
 
 def unfreeze_top_blocks(base: keras.Model, n_blocks: int) -> list[str]:

@@ -5,7 +5,7 @@ statistics are not wrecked by small batches. The saved model takes raw RGB pixel
 
 Speed: with augmentation off (finetune.augment all off) the frozen layers see the same pixels every epoch, so
 they run once over train and validation and the epochs train the top blocks and head on those activations
-(the same model and maths; epochs take seconds: benchmarks/README.md). With several GPUs visible, the
+(the same model and maths, epochs several times faster: benchmarks/README.md). With several GPUs visible, the
 model trains on all of them (finetune.multi_gpu), each batch split across them.
 """
 from __future__ import annotations
@@ -19,13 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.backbone import (BASE_NAME, conv_base, distribution, image_dataset, preprocessing_layer, split_at_trainable,
-                               unfreeze_top_blocks)
+from pipeline.backbone import (BASE_NAME, array_dataset, conv_base, distribution, image_dataset,
+                               preprocessing_layer, split_at_trainable, unfreeze_top_blocks)
 from pipeline.config import AugmentConfig, BackboneConfig, FinetuneConfig, load_config
 from pipeline.extract import FEATURE_DTYPE, feature_function, stream_features
 from pipeline.heads import best_epoch_callback, class_weights, loss_for, save_training
 from pipeline.io import log, run_cli, scratch_dir, setup_logging
 from pipeline.manifest import classes_of, read_manifest, split_rows
+
 
 def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     layers: list[keras.layers.Layer] = []
@@ -57,7 +58,7 @@ def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: Finet
     return keras.Model(inputs, outputs, name="finetuned")
 
 
-def _compiled(model: keras.Model, cfg: FinetuneConfig, n_classes: int) -> keras.Model:
+def compiled(model: keras.Model, cfg: FinetuneConfig, n_classes: int) -> keras.Model:
     model.compile(optimizer=keras.optimizers.RMSprop(cfg.learning_rate), loss=loss_for(n_classes),
                   metrics=["accuracy"])
     return model
@@ -99,9 +100,9 @@ def _fit_cached(model: keras.Model, head: keras.Model, strategy: tf.distribute.S
     log.info("frozen layers' activations %s cached in %.1f s", x_train.shape[1:], time.perf_counter() - start)
     with strategy.scope():
         inputs = keras.Input(top.input.shape[1:], name="frozen_activations")
-        trainer = _compiled(keras.Model(inputs, head(top(inputs, training=False))), cfg, n_classes)  # same weights
-    return trainer.fit(x_train, train[1], batch_size=cfg.batch_size, validation_data=(x_val, val[1]), shuffle=True,
-                       **fit)
+        trainer = compiled(keras.Model(inputs, head(top(inputs, training=False))), cfg, n_classes)  # same weights
+    return trainer.fit(array_dataset(x_train, train[1], cfg.batch_size, shuffle_seed=cfg.seed),
+                       validation_data=array_dataset(x_val, val[1], cfg.batch_size), shuffle=False, **fit)
 
 
 def train_finetune(manifest: Path, dense_model: Path, out_dir: Path, backbone: BackboneConfig,
@@ -112,7 +113,7 @@ def train_finetune(manifest: Path, dense_model: Path, out_dir: Path, backbone: B
     strategy = distribution(cfg.multi_gpu)
     with strategy.scope():
         head = keras.models.load_model(dense_model, compile=False)  # its optimizer state would bloat the model
-        model = _compiled(build_finetune_model(head, backbone, cfg), cfg, len(classes))
+        model = compiled(build_finetune_model(head, backbone, cfg), cfg, len(classes))
 
     def split(name: str) -> Split:
         part = split_rows(rows, name)
