@@ -66,3 +66,20 @@ def write_manifest(images: list[Path], path: Path, split: str = "train") -> Path
         for p in images:
             writer.writerow([str(p), p.name, p.parent.name, split, "-"])
     return path
+
+
+def split_data(rows: list, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Image paths and integer labels of one split of a manifest's rows (pipeline.manifest.read_manifest)."""
+    from pipeline.manifest import split_rows
+
+    part = split_rows(rows, split)
+    return [r.path for r in part], [classes.index(r.label) for r in part]
+
+
+def with_autotuner(ds, enabled: bool = True):
+    """`ds` with tf.data's autotuner switched on (its default, as before pipeline.backbone turned it off) or off."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = enabled
+    return ds.with_options(options)

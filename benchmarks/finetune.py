@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, load, machine
+from common import REPO, load, machine, split_data, with_autotuner
 
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
@@ -85,12 +85,9 @@ def real_epochs(data: Path, cfg, n_classes: int, epochs: int = 3) -> None:
     classes = sorted({r.label for r in rows})
 
     def ds(split: str, seed, autotune: bool) -> tf.data.Dataset:
-        part = split_rows(rows, split)
-        ds = image_dataset([r.path for r in part], [classes.index(r.label) for r in part],
-                           cfg.backbone.image_size, ft.batch_size, shuffle_seed=seed)
-        options = tf.data.Options()
-        options.autotune.enabled = autotune
-        return ds.with_options(options)
+        paths, labels = split_data(rows, split, classes)
+        return with_autotuner(image_dataset(paths, labels, cfg.backbone.image_size, ft.batch_size,
+                                            shuffle_seed=seed), autotune)
 
     print()
     for autotune in (False, True):

@@ -13,20 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import load, machine, real_images
+from common import load, machine, real_images, with_autotuner
 
 import tensorflow as tf  # noqa: E402  (after common: environment first)
 
 from pipeline.backbone import conv_base, image_dataset  # noqa: E402
 from pipeline.config import BackboneConfig  # noqa: E402
 from pipeline.extract import feature_function  # noqa: E402
-
-
-def autotuned(paths: list[str], size: int, batch: int) -> tf.data.Dataset:
-    """The same pipeline with tf.data's autotuner switched back on (its default, as before)."""
-    options = tf.data.Options()
-    options.autotune.enabled = True
-    return image_dataset(paths, None, size, batch).with_options(options)
 
 
 def main() -> None:
@@ -39,7 +32,7 @@ def main() -> None:
     features = feature_function(conv_base(backbone), tf.distribute.get_strategy(), mirrored=False)
     with tempfile.TemporaryDirectory(prefix="bench-iterators-") as tmp:
         paths = [str(p) for p in real_images(Path(tmp), args.images)]
-        kinds = {"autotuner on (before)": lambda: autotuned(paths, backbone.image_size, 32),
+        kinds = {"autotuner on (before)": lambda: with_autotuner(image_dataset(paths, None, backbone.image_size, 32)),
                  "autotuner off (now)": lambda: image_dataset(paths, None, backbone.image_size, 32)}
         for run in range(args.runs):
             for name, make in kinds.items():  # alternating, so that load changes hit both alike

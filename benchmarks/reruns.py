@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import yaml
-from common import REPO, SHARED, load, machine
+from common import SHARED, load, machine
 
 from tests.test_e2e import _copy_repo  # noqa: E402  (the e2e test's copy: tracked + untracked-not-ignored files)
 

@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, load, machine
+from common import REPO, load, machine, split_data
 
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
 
 from pipeline.backbone import image_dataset  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.manifest import classes_of, read_manifest, split_rows  # noqa: E402
+from pipeline.manifest import classes_of, read_manifest  # noqa: E402
 from pipeline.train_dense import train_dense  # noqa: E402
 from pipeline.train_finetune import build_finetune_model, compiled  # noqa: E402
 
@@ -56,11 +56,7 @@ def main() -> None:
     rows = read_manifest(data / "prepared" / "manifest.csv")
     classes = classes_of(rows)
 
-    def split(name: str):
-        part = split_rows(rows, name)
-        return [r.path for r in part], [classes.index(r.label) for r in part]
-
-    train, val = split("train"), split("validation")
+    train, val = split_data(rows, "train", classes), split_data(rows, "validation", classes)
     size, ft = cfg.backbone.image_size, cfg.finetune
     results = []
     for seed in args.seeds:
