@@ -11,11 +11,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.artifacts import read_json_at, sweep_markdown
+from flows.dvc_commands import project_root
 from flows.overrides import effective_config, expand_grid, parse_assignment, parse_value
-from flows.report import read_json_at, sweep_markdown
-from flows.stages import project_root
 from flows.tasks import experiment_name, run_experiment, slug
 from pipeline.config import ConfigError
+from pipeline.layout import SUMMARY_FILE, DatasetLayout
 
 HEAD_STAGE = "train_dense"
 
@@ -40,7 +41,7 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     for i, overrides in enumerate(settings, 1):
         experiment = f"{prefix}-{i}"
         outcomes = run_experiment(experiment, overrides, [HEAD_STAGE], root, lock_timeout_s)
-        summary = read_json_at(root, f"data/{name}/models/dense/summary.json", experiment)
+        summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
         rows.append({"overrides": overrides, "experiment": experiment, "summary": summary,
                      "extract": outcomes.get("extract")})
         log.info("%s %s: val_accuracy %.4f, val_loss %.4f", experiment, overrides, summary["val_accuracy"],

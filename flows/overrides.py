@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import Config, ConfigError, parse_config
+from pipeline.layout import PARAMS_FILE
 
 
 def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
@@ -28,7 +29,7 @@ def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
 
 def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
     """params.yaml as this run sees it; a typo or out-of-range override fails before any stage starts."""
-    path = root / "params.yaml"
+    path = root / PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
     return parse_config(apply_overrides(yaml.safe_load(path.read_text()), overrides), source)
 

@@ -14,9 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.artifacts import pipeline_markdown, read_json_at
+from flows.dvc_commands import project_root, stage_order
 from flows.overrides import effective_config, parse_assignment, parse_value
-from flows.report import pipeline_markdown, read_json_at
-from flows.stages import project_root, stage_order
+from pipeline.layout import DatasetLayout
 from flows.tasks import experiment_name, run_experiment, slug, stage_task
 
 
@@ -43,9 +44,9 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
     ran = [s for s, o in outcomes.items() if o == "ran"]
     log.info("ran: %s; not recomputed: %s", ", ".join(ran) or "nothing",
              ", ".join(s for s in outcomes if s not in ran) or "nothing")
-    reports = f"data/{name}/reports"  # where dvc.yaml's evaluate and track stages write
-    metrics = read_json_at(root, f"{reports}/metrics.json", experiment)
-    mlflow = read_json_at(root, f"{reports}/mlflow.json", experiment)
+    data = DatasetLayout.of(name)  # relative to the project, as DVC names its files
+    metrics = read_json_at(root, data.metrics, experiment)
+    mlflow = read_json_at(root, data.mlflow_record, experiment)
     create_markdown_artifact(pipeline_markdown(name, outcomes, metrics, mlflow, experiment, overrides),
                              key=slug(f"pipeline-{name}"), description=f"pipeline run on {name}")
     return {"project": str(root), "experiment": experiment, "stages": outcomes, "metrics": metrics,

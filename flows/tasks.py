@@ -11,9 +11,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows.artifacts import OUTCOME_TEXT
+from flows.dvc_commands import DvcError, run_dvc
 from flows.overrides import set_args
-from flows.report import OUTCOME_TEXT
-from flows.stages import DvcError, run_dvc
 
 # Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
 # step fails the same way again.

@@ -5,107 +5,44 @@
     python -m pipeline.predict photo.jpg --model-uri models:/<name>-classifier@champion
 
 Default model: data/<data.name>/models/finetune (params.yaml). Each file is decoded, and converted where
-TensorFlow would misread it, by the same code as prepare (pipeline/images.py), then resized by the training
+TensorFlow would misread it, by the same code as prepare (pipeline/data/images.py), then resized by the training
 input pipeline and averaged with its mirror image when evaluate.tta_flip is set, as evaluate does. A file that
 can't be used gets an error line and the others are still predicted; the exit status is then 1.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import http.client
-import io
 import sys
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
+from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
-from pipeline.heads import image_probabilities, mirror_average
-from pipeline.images import IMAGE_SUFFIXES, check_image
-from pipeline.io import read_json, run_cli, setup_logging, write_text
-from pipeline.tracking_context import TrackingError, check_reachable, tracking_uri
+from pipeline.data.images import IMAGE_SUFFIXES
+from pipeline.files import read_json, write_csv
+from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
+from pipeline.model.predictor import Prediction, Predictor, PredictError, predictor_for
+from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
 URL_TIMEOUT_S = 30
 
 
-class PredictError(ValueError):
-    """No usable model; the message says where it was looked for and why it can't be used."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    source: str  # as given: file path, URL, or a row number for the served model
-    label: str | None = None
-    probability: float | None = None
-    probabilities: dict[str, float] | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A model taking raw RGB pixels (image_size square, 0..255) with its class names and test-time mirroring."""
-
-    model: keras.Model
-    classes: list[str]
-    image_size: int
-    tta_flip: bool
-
-    def predict_files(self, items: list[Prediction | tuple[str, Path]]) -> list[Prediction]:
-        """One Prediction per (source, file), in order; a file that doesn't decode gets its `error`. Items that
-        already are (error) Predictions pass through, so callers report every input in place."""
-        out: list[Prediction | None] = [x if isinstance(x, Prediction) else None for x in items]
-        readable: list[tuple[int, str]] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, item in enumerate(items):
-                if isinstance(item, Prediction):
-                    continue
-                source, path = item
-                converted = Path(tmp) / f"{i}.png"
-                checked = check_image(path, converted)
-                if checked.reason:
-                    out[i] = Prediction(source, error=checked.reason)
-                else:
-                    readable.append((i, str(converted if checked.converted else path)))
-            if readable:
-                paths, n = [p for _, p in readable], len(self.classes)
-                probs = mirror_average(image_probabilities(self.model, paths, n, self.image_size), self.model,
-                                       paths, n, self.image_size, self.tta_flip)
-                for (i, _), p in zip(readable, probs):
-                    k = int(p.argmax())
-                    out[i] = Prediction(items[i][0], self.classes[k], float(p[k]),
-                                        {c: float(v) for c, v in zip(self.classes, p)})
-        return out
-
-
-def predictor_for(model: keras.Model, classes: list[str], backbone: BackboneConfig, tta_flip: bool) -> Predictor:
-    """Wrap a saved model; the dense head (its input is conv features, not pixels) gets the frozen base below."""
-    if model.inputs[0].shape[-1] != 3:
-        from pipeline.evaluate import dense_on_images  # lazy: evaluate pulls in plotting
-
-        model = dense_on_images(model, backbone)
-    units = model.outputs[0].shape[-1]
-    if (units == 1 and len(classes) != 2) or (units != 1 and units != len(classes)):
-        raise PredictError(f"{model.name}: {units} output unit(s) don't match the {len(classes)} classes {classes}")
-    return Predictor(model, list(classes), int(model.inputs[0].shape[1]), tta_flip)
-
-
 def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
     """A train_dense / train_finetune output folder: model.keras, class names from summary.json."""
-    model_file, summary = model_dir / "model.keras", model_dir / "summary.json"
+    model_file, summary = model_dir / MODEL_FILE, model_dir / SUMMARY_FILE
     if not (model_file.is_file() and summary.is_file()):
-        raise PredictError(f"{model_dir}: no model.keras + summary.json there; train one (dvc repro) or give "
+        raise PredictError(f"{model_dir}: no {MODEL_FILE} + {SUMMARY_FILE} there; train one (dvc repro) or give "
                            f"--model-dir / --model-uri")
     model = keras.models.load_model(model_file, compile=False)  # inference only: no optimizer state
     return predictor_for(model, read_json(summary)["classes"], cfg.backbone, cfg.evaluate.tta_flip)
 
 
 def from_model_uri(uri: str) -> Predictor:
-    """An MLflow model: the served pyfunc model (pipeline/serving.py) or a Keras model logged by the track stage,
+    """An MLflow model: the served pyfunc model (pipeline/tracking/served.py) or a Keras model logged by the track stage,
     whose run holds the class names (summary.json) and the params it was trained with."""
     import mlflow
 
@@ -117,17 +54,17 @@ def from_model_uri(uri: str) -> Predictor:
         if "keras" not in info.flavors:
             wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
             if not isinstance(getattr(wrapper, "predictor", None), Predictor):
-                raise PredictError(f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/serving.py")
+                raise PredictError(f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/tracking/served.py")
             return wrapper.predictor
         params = mlflow.MlflowClient().get_run(info.run_id).data.params
         with tempfile.TemporaryDirectory() as tmp:
-            classes = read_json(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path="summary.json",
+            classes = read_json(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=SUMMARY_FILE,
                                                                    dst_path=tmp))["classes"]
         model = mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as err:
         raise PredictError(f"{uri}: {err.message}") from None
     try:  # run params are strings
-        backbone = BackboneConfig(alpha=float(params["backbone.alpha"]), image_size=int(params["backbone.image_size"]),
+        backbone = BackboneConfig(name=params["backbone.name"], alpha=float(params["backbone.alpha"]), image_size=int(params["backbone.image_size"]),
                                   weights=None if params["backbone.weights"] == "None" else params["backbone.weights"])
     except KeyError as key:
         raise PredictError(f"{uri}: its run has no parameter {key}: log params.yaml with the model") from None
@@ -177,25 +114,22 @@ def line(p: Prediction) -> str:
 
 def write_csv(path: Path, predictions: list[Prediction], classes: list[str]) -> None:
     """source, class, probability, error, then one probability column per class (prob_<class>)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["source", "class", "probability", "error", *(f"prob_{c}" for c in classes)])
+    rows = []
     for p in predictions:
         probs = [f"{p.probabilities[c]:.6f}" for c in classes] if p.probabilities else [""] * len(classes)
-        writer.writerow([p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}",
-                         p.error or "", *probs])
-    write_text(path, buf.getvalue())
+        rows.append([p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}",
+                     p.error or "", *probs])
+    write_csv(path, ["source", "class", "probability", "error", *(f"prob_{c}" for c in classes)], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "data.name, backbone, evaluate.tta_flip")
     ap.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or http(s) URLs")
     model = ap.add_mutually_exclusive_group()
     model.add_argument("--model-dir", type=Path, help="a train_finetune or train_dense output folder "
                                                      "(default: data/<data.name>/models/finetune)")
     model.add_argument("--model-uri", help="an MLflow model, e.g. models:/<name>-classifier@champion; store: "
                                            "MLFLOW_TRACKING_URI, else the project's mlflow.db")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="data.name, backbone, evaluate.tta_flip")
     ap.add_argument("--csv", type=Path, help="also write the predictions to this CSV file")
     args = ap.parse_args(argv)
     setup_logging()
@@ -203,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         predictor = from_model_uri(args.model_uri)
     else:
         cfg = load_config(args.params)
-        predictor = from_model_dir(args.model_dir or Path("data") / cfg.data.name / "models" / "finetune", cfg)
+        predictor = from_model_dir(args.model_dir or DatasetLayout.of(cfg.data.name).model_dir("finetune"), cfg)
     predictions = predict(args.inputs, predictor)
     for p in predictions:
         print(line(p), flush=True)

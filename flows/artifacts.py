@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-METRIC_COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-SWEEP_COLUMNS = ("val_accuracy", "val_loss", "best_epoch", "epochs_run")
+from pipeline.layout import METRIC_NAMES, SUMMARY_METRICS
+
 OUTCOME_TEXT = {"ran": "ran", "skipped": "skipped (unchanged)", "restored": "restored from DVC's run-cache"}
 
 
-def read_json_at(root: Path, path: str, rev: str | None = None) -> dict | None:
+def read_json_at(root: Path, path: Path | str, rev: str | None = None) -> dict | None:
     """A JSON file of the workspace (rev None) or of a DVC experiment; None when that revision has none."""
     if rev is None:
         file = root / path
@@ -18,7 +18,7 @@ def read_json_at(root: Path, path: str, rev: str | None = None) -> dict | None:
     from dvc.exceptions import PathMissingError
 
     try:
-        return json.loads(dvc.api.read(path, repo=str(root), rev=rev))
+        return json.loads(dvc.api.read(Path(path).as_posix(), repo=str(root), rev=rev))
     except PathMissingError:
         return None
 
@@ -56,8 +56,8 @@ def pipeline_markdown(name: str, outcomes: dict[str, str], metrics: dict | None,
     parts.append(_table(["stage", "outcome"], [[s, OUTCOME_TEXT.get(o, o)] for s, o in outcomes.items()]))
     if metrics:
         parts.append("### Test metrics")
-        parts.append(_table(["head", *METRIC_COLUMNS],
-                            [[head, *(m.get(c) for c in METRIC_COLUMNS)] for head, m in metrics.items()]))
+        parts.append(_table(["head", *METRIC_NAMES],
+                            [[head, *(m.get(c) for c in METRIC_NAMES)] for head, m in metrics.items()]))
     if mlflow:
         parts.append("### MLflow runs")
         links = [f"- {label}: {link}" for label, link in mlflow_links(mlflow)]
@@ -74,12 +74,12 @@ def sweep_markdown(name: str, rows: list[dict]) -> str:
     best = min(range(len(rows)), key=lambda i: rows[i]["summary"]["val_loss"])
     table = []
     for i, row in enumerate(rows):
-        cells = [*(row["overrides"].get(k) for k in keys), *(row["summary"].get(c) for c in SWEEP_COLUMNS),
+        cells = [*(row["overrides"].get(k) for k in keys), *(row["summary"].get(c) for c in SUMMARY_METRICS),
                  f"`{row['experiment']}`", OUTCOME_TEXT.get(row["extract"], row["extract"])]
         table.append([f"**{_cell(c)}**" if i == best else c for c in cells])
     return "\n\n".join([
         f"## Dense-head sweep `{name}`: {len(rows)} settings on the same cached features",
-        _table([*keys, *SWEEP_COLUMNS, "experiment", "extract"], table),
+        _table([*keys, *SUMMARY_METRICS, "experiment", "extract"], table),
         f"Best by validation loss: `{rows[best]['experiment']}`. Compare all with `dvc exp show`; "
         f"bring one into the workspace with `dvc exp apply <experiment>`.",
     ])

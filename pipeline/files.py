@@ -1,26 +1,20 @@
-"""Small I/O helpers shared by the stages: atomic writes (with clean-up after killed runs), hashing, logging,
-and the CLI wrapper that turns bad input into a message instead of a traceback."""
+"""File helpers shared by every stage: atomic writes (with clean-up after killed runs), JSON and CSV, hashing."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
-
-from pipeline.config import ConfigError
+from typing import Iterable, Iterator
 
 log = logging.getLogger("pipeline")
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -95,11 +89,9 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
-    """Run a stage's main(): bad params (ConfigError) and the `expected` input errors print their message and
-    exit with status 2, without a traceback; anything else is a bug and keeps its traceback."""
-    try:
-        main()
-    except (ConfigError, *expected) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+def write_csv(path: Path | str, header: list[str], rows: Iterable[Iterable[object]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())

@@ -1,8 +1,6 @@
 """Evaluation plots: PNGs for people and MLflow, CSVs for `dvc plots show`."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import matplotlib
@@ -12,21 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
-from pipeline.io import atomic_path, write_text  # noqa: E402
+from pipeline.files import atomic_path, write_csv  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-
-
-def _csv(path: Path, header: list[str], rows) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 def write_plots(out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str],
@@ -36,24 +26,24 @@ def write_plots(out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], clas
     written = []
     for head, p in probs.items():
         pred = p.argmax(axis=1)
-        _csv(plots / f"predictions_{head}.csv", ["actual", "predicted"],
+        write_csv(plots / f"predictions_{head}.csv", ["actual", "predicted"],
              [(classes[a], classes[b]) for a, b in zip(y, pred)])
         fig, ax = plt.subplots(figsize=(4 + len(classes) * 0.4, 4 + len(classes) * 0.4))
         ConfusionMatrixDisplay.from_predictions(y, pred, labels=list(range(len(classes))), display_labels=classes,
                                                 ax=ax, colorbar=False, xticks_rotation=45)
         ax.set_title(f"{head}: confusion matrix (test)")
-        _save(fig, plots / f"confusion_{head}.png")
+        save_figure(fig, plots / f"confusion_{head}.png")
         written.append(plots / f"confusion_{head}.png")
     if len(classes) == 2:
         fig, ax = plt.subplots(figsize=(5, 5))
         for head, p in probs.items():
             fpr, tpr, _ = roc_curve(y, p[:, 1])
-            _csv(plots / f"roc_{head}.csv", ["fpr", "tpr"], zip(fpr.round(6), tpr.round(6)))
+            write_csv(plots / f"roc_{head}.csv", ["fpr", "tpr"], zip(fpr.round(6), tpr.round(6)))
             ax.plot(fpr, tpr, label=head)
         ax.plot([0, 1], [0, 1], "k:", lw=1)
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
         ax.legend()
-        _save(fig, plots / "roc.png")
+        save_figure(fig, plots / "roc.png")
         written.append(plots / "roc.png")
     for head, path in histories.items():
         hist = np.genfromtxt(path, delimiter=",", names=True)
@@ -64,6 +54,6 @@ def write_plots(out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], clas
             ax.plot(hist["epoch"], hist[f"val_{key}"], "o-", label=f"validation {key}")
             ax.set(xlabel="epoch", title=f"{head}: {key}")
             ax.legend()
-        _save(fig, plots / f"curves_{head}.png")
+        save_figure(fig, plots / f"curves_{head}.png")
         written.append(plots / f"curves_{head}.png")
     return written

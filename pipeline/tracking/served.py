@@ -6,13 +6,14 @@ and get class names back, with decoding, conversion, resizing and test-time mirr
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
 
 A row that isn't a decodable image gets `error` set; the other rows are still answered. The class names,
-image size and mirroring flag travel as an artifact of the model, the pipeline code in its code/ folder.
+image size and mirroring flag travel as an artifact of the model, the pipeline code it runs (this module's import closure) in its code/ folder.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import importlib.metadata
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,15 +23,16 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
-from pipeline.io import read_json, write_json
-from pipeline.predict import Prediction, Predictor
-from pipeline.tracking_context import pip_requirements
+from pipeline.files import read_json, write_json
+from pipeline.imports import closure
+from pipeline.layout import MODEL_FILE, PROJECT, SUMMARY_FILE
+from pipeline.model.predictor import Prediction, Predictor
+from pipeline.tracking.lineage import pip_requirements
 
 INPUT_COLUMN = "image"
 # A binary column: the scoring server base64-decodes it, Python callers pass bytes.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec(DataType.binary, INPUT_COLUMN)]))
 EXTRA_REQUIREMENTS = ("pillow", "pandas", "pydantic", "PyYAML")  # what the pipeline code imports besides Keras
-PACKAGE = Path(__file__).resolve().parent
 
 
 def _as_bytes(value: object) -> bytes | None:
@@ -70,6 +72,16 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
                             columns=["class", "probability", "probabilities", "error"], dtype=object)
 
 
+def copy_code(dest: Path) -> Path:
+    """The project files this module imports, directly or not, copied under `dest` with their package folders:
+    what the served model needs, and exactly what the track stage lists as its code deps."""
+    for file in sorted(closure(Path(__file__).resolve())):
+        target = dest / file.relative_to(PROJECT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+    return dest / "pipeline"
+
+
 def requirements() -> list[str]:
     return [*pip_requirements(), *(f"{d}=={importlib.metadata.version(d)}" for d in EXTRA_REQUIREMENTS)]
 
@@ -79,17 +91,17 @@ def log_pyfunc_model(model_dir: Path, tta_flip: bool, example: Path, name: str =
     """Log `model_dir`'s model.keras (raw-pixel input: the fine-tuned model) with its class names from
     summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
     under `registered_model_name` when given. `example`: an image file, the request example MLflow shows."""
-    model = keras.models.load_model(model_dir / "model.keras")
+    model = keras.models.load_model(model_dir / MODEL_FILE)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: serve the fine-tuned model")
     with tempfile.TemporaryDirectory() as tmp:
         meta = Path(tmp) / "meta.json"
-        write_json(meta, {"classes": read_json(model_dir / "summary.json")["classes"], "image_size": int(shape[1]),
+        write_json(meta, {"classes": read_json(model_dir / SUMMARY_FILE)["classes"], "image_size": int(shape[1]),
                           "tta_flip": tta_flip})
         return mlflow.pyfunc.log_model(
-            name=name, python_model=ImageClassifier(), artifacts={"model": str(model_dir / "model.keras"),
+            name=name, python_model=ImageClassifier(), artifacts={"model": str(model_dir / MODEL_FILE),
                                                                   "meta": str(meta)},
-            code_paths=[str(PACKAGE)], signature=SIGNATURE, input_example=pd.DataFrame({INPUT_COLUMN: [
+            code_paths=[str(copy_code(Path(tmp) / "code"))], signature=SIGNATURE, input_example=pd.DataFrame({INPUT_COLUMN: [
                 example.read_bytes()]}), pip_requirements=requirements(),
             registered_model_name=registered_model_name)

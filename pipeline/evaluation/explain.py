@@ -15,9 +15,9 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from pipeline.backbone import load_image
+from pipeline.model.inputs import load_image
 from pipeline.config import EvaluateConfig
-from pipeline.plots import _save, plt
+from pipeline.evaluation.plots import plt, save_figure
 
 LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
@@ -34,8 +34,8 @@ class GradCam:
 
 
 def gradcam_parts(model: keras.Model) -> GradCam:
-    """Split a chain [augmentation, preprocessing] -> MobileNet base -> head, as built by train_finetune (or
-    evaluate.dense_on_images). Nested models are called layer by layer: Keras 3 gives no handle on a nested
+    """Split a chain [augmentation, preprocessing] -> MobileNet base -> head, as built by model/heads.py
+    (build_finetune_model, dense_on_images). Nested models are called layer by layer: Keras 3 gives no handle on a nested
     model's tensors from the outer graph."""
     # Augmentation (Random* layers) is identity at inference, but active by default when called: leave it out.
     layers = [layer for layer in model.layers
@@ -169,5 +169,5 @@ def write_explanations(plots: Path, model: keras.Model, paths: list[str], y: np.
             figures[f"misclassified_{head}"] = _misclassified_figure(
                 head, parts if head == "finetune" else None, paths, y, p, classes, size, cfg.misclassified_max)
     for name, fig in figures.items():
-        _save(fig, plots / f"{name}.png")
+        save_figure(fig, plots / f"{name}.png")
     return [plots / f"{name}.png" for name in figures]

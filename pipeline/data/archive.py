@@ -1,11 +1,10 @@
-"""Stage 1: fetch the dataset archive (URL, file:// URL, local path or local mirror), verify it, extract it safely.
+"""Fetch a dataset archive (URL, file:// URL, local path or local mirror), verify it, extract it safely.
 
 Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archive's name
 (e.g. ../shared/mirror); it is used instead of the network and verified the same way.
 """
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import shutil
@@ -19,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline.config import DataConfig, load_config
-from pipeline.io import atomic_path, log, run_cli, scratch_dir, setup_logging, sha256_file, write_json
+from pipeline.config import DataConfig
+from pipeline.files import atomic_path, log, scratch_dir, sha256_file
 
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
 OFFLINE_HINT = (f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
@@ -109,15 +108,15 @@ def extract_archive(archive: Path, dest: Path) -> None:
             tf.extractall(dest, filter="data")
 
 
-def download(cfg: DataConfig, raw_dir: Path, info_path: Path, attempts: int = 3, timeout: float = 30.0) -> Path:
-    """Fetch, verify and extract `cfg.url` into `raw_dir`; record what was fetched in `info_path`."""
+def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0) -> tuple[dict, str]:
+    """Fetch, verify and extract `cfg.url` into `raw_dir`. Returns (what was fetched: the same for the same
+    data on any machine, where it was read from: a local path or the URL)."""
     source, local = resolve_source(cfg.url)
     if local is not None and local.is_dir():  # an already-unpacked folder of class sub-folders
         with atomic_path(raw_dir) as tmp:
             shutil.copytree(local, tmp)
-        write_json(info_path, {"url": cfg.url, "source": source, "kind": "directory"})
         log.info("copied folder %s -> %s", local, raw_dir)
-        return raw_dir
+        return {"url": cfg.url, "kind": "directory"}, source
 
     with scratch_dir(raw_dir.parent / f"{raw_dir.name}.download") as workdir:
         archive = local if local is not None else workdir / "archive"  # local files are read in place
@@ -141,20 +140,5 @@ def download(cfg: DataConfig, raw_dir: Path, info_path: Path, attempts: int = 3,
         with atomic_path(raw_dir) as tmp:
             extract_archive(archive, tmp)
         size = archive.stat().st_size
-    write_json(info_path, {"url": cfg.url, "source": source, "sha256": digest, "size": size, "kind": "archive"})
     log.info("verified %s (%d bytes, sha256 %s) and extracted it to %s", source, size, digest, raw_dir)
-    return raw_dir
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--out", type=Path, required=True, help="folder to extract into")
-    ap.add_argument("--info", type=Path, required=True, help="JSON record of what was fetched")
-    args = ap.parse_args(argv)
-    setup_logging()
-    download(load_config(args.params).data, args.out, args.info)
-
-
-if __name__ == "__main__":
-    run_cli(main, DownloadError)
+    return {"url": cfg.url, "sha256": digest, "size": size, "kind": "archive"}, source

@@ -1,24 +1,26 @@
 """One self-contained HTML page per evaluation: both heads' test metrics, per-class scores, confusion matrices,
 training summaries, the class balance of the data and every evaluation plot, inlined so it opens offline.
 
-    python -m pipeline.report --reports data/<name>/reports --dense data/<name>/models/dense \\
+    python -m pipeline.evaluation.report --reports data/<name>/reports --dense data/<name>/models/dense \\
         --finetune data/<name>/models/finetune --manifest data/<name>/prepared/manifest.csv
 
 evaluate writes it as <reports>/report.html; this command rebuilds it from the files.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 from collections import Counter
 from html import escape
 from pathlib import Path
 
-from pipeline.io import read_json, run_cli, setup_logging, write_text
-from pipeline.manifest import IMBALANCE_WARNING, SPLITS, imbalance_ratio, read_manifest
+from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_manifest
+from pipeline.files import read_json, write_text
+from pipeline.layout import (HEADS, METRIC_NAMES, METRICS_FILE, QUARANTINE_FILE, REPORT_FILE, SPLITS, SUMMARY_FILE,
+                             SUMMARY_METRICS)
 
-METRICS = ("n", "accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc")
-SUMMARY = ("best_epoch", "epochs_run", "val_loss", "val_accuracy", "train_seconds", "class_weight")
+METRICS = ("n", *METRIC_NAMES)
+SUMMARY = (*SUMMARY_METRICS, "class_weight")
 PLOT_ORDER = ("curves_dense", "curves_finetune", "confusion_dense", "confusion_finetune", "roc", "gradcam_finetune",
               "misclassified_dense", "misclassified_finetune")  # then any other PNG, by name
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -49,10 +51,10 @@ def _data_section(manifest: Path) -> str:
     note = (f'<p class="warn">Imbalanced: {ratio:.2f}× more train images in the largest class than in the '
             f"smallest; consider dense.class_weight / finetune.class_weight: balanced.</p>"
             if ratio > IMBALANCE_WARNING else f"<p>Imbalance ratio (largest / smallest train class): {ratio:.2f}</p>")
-    quarantine = manifest.parent / "quarantine.csv"
+    quarantine = manifest.parent / QUARANTINE_FILE
     dropped = sum(1 for _ in quarantine.open()) - 1 if quarantine.exists() else 0
     return (f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
-            f"(prepared/quarantine.csv).</p>"
+            f"(prepared/{QUARANTINE_FILE}).</p>"
             + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes]) + note)
 
 
@@ -66,7 +68,7 @@ def _plots_section(plots: Path) -> str:
 
 
 def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> str:
-    metrics = read_json(reports / "metrics.json")
+    metrics = read_json(reports / METRICS_FILE)
     heads = list(metrics)
     classes = list(next(iter(metrics.values()))["per_class"])
     parts = [f"<h1>Evaluation report: <code>{escape(str(reports))}</code></h1>",
@@ -82,7 +84,7 @@ def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = N
                         [[c, *(per[c][k] for k in ("precision", "recall", "f1", "support"))] for c in classes]),
                   f"<h3>{escape(h)}: confusion matrix (rows: true, columns: predicted)</h3>",
                   table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h]["confusion_matrix"])])]
-    summaries = {h: read_json(d / "summary.json") for h, d in model_dirs.items() if (d / "summary.json").exists()}
+    summaries = {h: read_json(d / SUMMARY_FILE) for h, d in model_dirs.items() if (d / SUMMARY_FILE).exists()}
     if summaries:
         parts += ["<h2>Training (validation split)</h2>",
                   table(["head", *SUMMARY], [[h, *(s.get(k) for k in SUMMARY)] for h, s in summaries.items()])]
@@ -93,20 +95,20 @@ def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = N
 
 
 def write_report(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> Path:
-    out = reports / "report.html"
+    out = reports / REPORT_FILE
     write_text(out, render(reports, model_dirs, manifest))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--reports", type=Path, required=True, help="evaluate's output folder (metrics.json, plots/)")
     ap.add_argument("--dense", type=Path, help="train_dense output folder (summary.json)")
     ap.add_argument("--finetune", type=Path, help="train_finetune output folder (summary.json)")
     ap.add_argument("--manifest", type=Path, help="prepare's manifest.csv (class counts)")
     args = ap.parse_args(argv)
     setup_logging()
-    model_dirs = {h: d for h, d in (("dense", args.dense), ("finetune", args.finetune)) if d}
+    model_dirs = {h: d for h, d in zip(HEADS, (args.dense, args.finetune)) if d}
     print(write_report(args.reports, model_dirs, args.manifest))
 
 

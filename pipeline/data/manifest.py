@@ -5,7 +5,8 @@ import csv
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-SPLITS = ("train", "validation", "test")
+from pipeline.layout import SPLITS
+
 IMBALANCE_WARNING = 1.5  # largest / smallest train class above this: prepare warns, suggesting class weights
 
 

@@ -1,0 +1,46 @@
+"""What every command-line entry point shares: logging, the --params option, and turning bad input into a
+one-line message with exit status 2 instead of a traceback."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pipeline.config import ConfigError
+from pipeline.files import log, write_json
+from pipeline.layout import PARAMS_FILE
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def parser(doc: str | None, params_help: str = "parameters file") -> argparse.ArgumentParser:
+    """An argument parser with the module's docstring as help and the --params option."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=PARAMS_FILE, help=f"{params_help} (default: {PARAMS_FILE})")
+    return ap
+
+
+def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
+    """Run a command's main(): bad params (ConfigError) and the `expected` input errors print their message and
+    exit with status 2, without a traceback; anything else is a bug and keeps its traceback."""
+    try:
+        main()
+    except (ConfigError, *expected) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+@contextlib.contextmanager
+def execution_record(path: Path) -> Iterator[dict]:
+    """Facts about this execution that the block adds (speed, devices, sources), written to `path` with its wall
+    time when the block succeeds. See layout.DatasetLayout.execution for why they live apart from the outputs."""
+    facts: dict = {}
+    start = time.perf_counter()
+    yield facts
+    write_json(path, {**facts, "seconds": round(time.perf_counter() - start, 1)})

@@ -1,0 +1,105 @@
+"""The one map of the project's files: params.yaml, and where each stage reads and writes under data/<name>/.
+
+dvc.yaml spells the same paths with `${data.name}` (a test checks that the two agree); flows, the predict
+command and the tests take them from here. Imports nothing heavy, so orchestration code can use it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]  # this checkout
+PARAMS_FILE = Path("params.yaml")  # relative: the working directory's, as DVC and the CLIs use it
+DATA_ROOT = Path("data")
+LOCK_FILE = Path("dvc.lock")
+
+HEADS = ("dense", "finetune")  # the two models, in training order (the dense head is the cheaper one)
+SPLITS = ("train", "validation", "test")
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "manifest.csv"
+QUARANTINE_FILE = "quarantine.csv"
+DUPLICATES_FILE = "duplicates.csv"
+FEATURE_META_FILE = "meta.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+# What the files hold, where more than one place reads them:
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc")  # per head in metrics.json
+SUMMARY_METRICS = ("best_epoch", "epochs_run", "val_loss", "val_accuracy")  # of a head's summary.json
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Paths of one dataset's pipeline outputs; `root` is data/<data.name> (relative to the project)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, name: str, project: Path | str = ".") -> DatasetLayout:
+        return cls(Path(project) / DATA_ROOT / name)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def download_info(self) -> Path:
+        return self.root / "download.json"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def manifest(self) -> Path:
+        return self.prepared / MANIFEST_FILE
+
+    @property
+    def quarantine(self) -> Path:
+        return self.prepared / QUARANTINE_FILE
+
+    @property
+    def prepare_summary(self) -> Path:
+        return self.root / "prepare.json"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    def model_dir(self, head: str) -> Path:
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        return self.root / "models" / head
+
+    def model_file(self, head: str) -> Path:
+        return self.model_dir(head) / MODEL_FILE
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def plots(self) -> Path:
+        return self.reports / "plots"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / METRICS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.reports / REPORT_FILE
+
+    @property
+    def mlflow_record(self) -> Path:
+        return self.reports / "mlflow.json"
+
+    def execution(self, stage: str) -> Path:
+        """What one execution of `stage` measured (seconds, img/s, devices, where the data came from).
+
+        Not a stage output and no stage's dependency: these facts differ from run to run and machine to
+        machine, and must not change the hashes DVC compares (dvc.yaml lists them as top-level metrics)."""
+        return self.root / "execution" / f"{stage}.json"

@@ -1,0 +1,25 @@
+"""Class probabilities from a model's output, for cached features or image files, with test-time mirroring."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from pipeline.model.inputs import image_dataset
+
+BATCH = 32
+
+
+def probabilities(model: keras.Model, x, n_classes: int) -> np.ndarray:
+    """Class probabilities, shape (n, n_classes), whichever output layer the model has."""
+    p = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    return np.concatenate([1 - p, p], axis=1) if n_classes == 2 else p
+
+
+def image_probabilities(model: keras.Model, paths: list[str], n_classes: int, size: int,
+                        tta_flip: bool) -> np.ndarray:
+    """Probabilities for image files, decoded and resized exactly as for training; with `tta_flip`
+    (evaluate.tta_flip) the mean with the prediction for the mirrored images."""
+    probs = probabilities(model, image_dataset(paths, None, size, BATCH), n_classes)
+    if tta_flip:
+        probs = (probs + probabilities(model, image_dataset(paths, None, size, BATCH, flip=True), n_classes)) / 2
+    return probs

@@ -1,0 +1,79 @@
+"""What the two training stages share: the loss, the optimizer, class weights, best-epoch selection, and
+saving a trained model with its history and summary (byte-identical for the same weights)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.files import atomic_path, write_csv, write_json
+from pipeline.layout import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+
+
+def loss_for(n_classes: int) -> str:
+    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def compile_for(model: keras.Model, learning_rate: float, n_classes: int) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss_for(n_classes), metrics=["accuracy"])
+    return model
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    """"balanced": n / (n_classes * count) per class, so every class weighs the same in the loss; "none": None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=n_classes)
+    return {c: round(len(labels) / (n_classes * int(n)), 6) for c, n in enumerate(counts) if n}
+
+
+def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
+    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`)."""
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience or 10**9, restore_best_weights=True, verbose=0
+    )
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """model.save, made reproducible: Keras stamps the archive with the save date (metadata.json's date_saved
+    and each zip entry's time), so the same weights would get a new DVC hash each time and nothing downstream
+    could come from DVC's run-cache or remote. The date is dropped and the entries get one fixed time."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        stamped = tmp.with_name(tmp.name + ".stamped")
+        tmp.rename(stamped)
+        with zipfile.ZipFile(stamped) as src, zipfile.ZipFile(tmp, "w") as out:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta).encode()
+                out.writestr(zipfile.ZipInfo(info.filename, ZIP_EPOCH), data, compress_type=info.compress_type)
+        stamped.unlink()
+
+
+def save_training(model: keras.Model, history: keras.callbacks.History, out_dir: Path, classes: list[str],
+                  weights: dict[int, float] | None) -> dict:
+    """Write model.keras, history.csv and summary.json atomically into `out_dir`; return the summary."""
+    hist = history.history
+    epochs = len(hist["loss"])
+    best = int(np.argmin(hist["val_loss"]))
+    summary = {
+        "classes": classes, "epochs_run": epochs, "best_epoch": best + 1,
+        "val_loss": round(float(hist["val_loss"][best]), 6),
+        "val_accuracy": round(float(hist["val_accuracy"][best]), 6),
+        "class_weight": weights and {classes[c]: w for c, w in weights.items()},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, out_dir / MODEL_FILE)
+    write_csv(out_dir / HISTORY_FILE, ["epoch", *HISTORY_KEYS],
+              [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)])
+    write_json(out_dir / SUMMARY_FILE, summary)
+    return summary

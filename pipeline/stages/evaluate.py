@@ -1,0 +1,94 @@
+"""Stage 6: score both heads on the held-out test split (or on any labelled image folder).
+
+    python -m pipeline.stages.evaluate --features F --manifest M --dense D --finetune T --out reports/
+    python -m pipeline.stages.evaluate --dense D --finetune T --images other_folder/ --out other_reports/
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.config import BackboneConfig, EvaluateConfig, load_config
+from pipeline.data.dataset import check_images, find_root, scan
+from pipeline.data.manifest import read_manifest, split_rows
+from pipeline.evaluation.explain import write_explanations
+from pipeline.evaluation.report import write_report
+from pipeline.evaluation.scoring import score
+from pipeline.files import log, read_json
+from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
+from pipeline.model.features import MIRRORED, load_features
+from pipeline.model.heads import dense_on_images
+from pipeline.model.inference import image_probabilities, probabilities
+
+
+def evaluate(features: Path, manifest: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
+             backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
+    """Dense head on the cached test features, fine-tuned model on the test images."""
+    classes = read_json(features / FEATURE_META_FILE)["classes"]
+    n, size = len(classes), backbone.image_size
+    x_test, y_test = load_features(features, "test")
+    paths = [r.path for r in split_rows(read_manifest(manifest), "test")]
+    head = keras.models.load_model(dense_dir / MODEL_FILE)
+    finetuned = keras.models.load_model(finetune_dir / MODEL_FILE)
+    dense = probabilities(head, x_test, n)
+    if cfg.tta_flip:  # extract cached the mirrored test images' features: the dense head decodes no image
+        dense = (dense + probabilities(head, load_features(features, MIRRORED)[0], n)) / 2
+    probs = {"dense": dense, "finetune": image_probabilities(finetuned, paths, n, size, cfg.tta_flip)}
+    model_dirs = {"dense": dense_dir, "finetune": finetune_dir}
+    metrics = score(y_test, probs, classes, out_dir, {h: d / HISTORY_FILE for h, d in model_dirs.items()
+                                                       if (d / HISTORY_FILE).exists()})
+    write_explanations(out_dir / "plots", finetuned, paths, y_test, probs, classes, size, cfg)
+    write_report(out_dir, model_dirs, manifest)
+    return metrics
+
+
+def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
+                    backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
+    """Score both models on another folder of class sub-folders with the training class names."""
+    classes = read_json(dense_dir / SUMMARY_FILE)["classes"]
+    n, size = len(classes), backbone.image_size
+    with tempfile.TemporaryDirectory() as tmp:
+        root = find_root(images)
+        found = scan(root)
+        usable, bad = check_images(found.images, root, Path(tmp), Path(tmp))
+        for f, reason in found.rejected + bad:
+            log.warning("skipped %s: %s", f, reason)
+        unknown = sorted({u.label for u in usable} - set(classes))
+        if unknown:
+            raise ValueError(f"{images}: class folders {unknown} are not among the model's classes {classes}")
+        y = np.array([classes.index(u.label) for u in usable])
+        paths = [str(u.read_from) for u in usable]
+        models = {"dense": dense_on_images(keras.models.load_model(dense_dir / MODEL_FILE), backbone),
+                  "finetune": keras.models.load_model(finetune_dir / MODEL_FILE)}
+        probs = {head: image_probabilities(m, paths, n, size, cfg.tta_flip) for head, m in models.items()}
+        metrics = score(y, probs, classes, out_dir, {})
+        write_explanations(out_dir / "plots", models["finetune"], paths, y, probs, classes, size, cfg)
+    write_report(out_dir, {"dense": dense_dir, "finetune": finetune_dir})
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--features", type=Path, help="feature folder (test split scoring)")
+    ap.add_argument("--manifest", type=Path, help="manifest.csv (test split scoring)")
+    ap.add_argument("--dense", type=Path, required=True, help="train_dense output folder")
+    ap.add_argument("--finetune", type=Path, required=True, help="train_finetune output folder")
+    ap.add_argument("--images", type=Path, help="score this labelled image folder instead of the test split")
+    ap.add_argument("--out", type=Path, required=True, help="folder for metrics.json and plots/")
+    args = ap.parse_args(argv)
+    setup_logging()
+    cfg = load_config(args.params)
+    if args.images:
+        evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
+    elif args.features and args.manifest:
+        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
+    else:
+        ap.error("give --features and --manifest (test split) or --images FOLDER")
+
+
+if __name__ == "__main__":
+    run_cli(main)

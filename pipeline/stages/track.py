@@ -1,0 +1,71 @@
+"""Stage 7: log one pipeline execution to MLflow: a parent run, one child run per head, both models
+registered under `<data.name>-classifier`, and the `champion` alias on the best version seen so far.
+
+Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
+An http(s) server is probed at /health first, so a server that is down fails the stage in seconds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+
+from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.config import Config, load_config
+from pipeline.files import log, read_json, write_json
+from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
+from pipeline.tracking.lineage import execution_tags
+from pipeline.tracking.runs import (CHAMPION, input_example, log_files, log_head, model_name, register_champion,
+                                    run_params)
+from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, artifact_location, check_reachable, tracking_uri
+
+
+def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
+    """Log one execution of the outputs under `data`; write what was logged (ids, versions, champion) to `out`."""
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    name = cfg.data.name
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_location(uri))
+    experiment = mlflow.set_experiment(name)
+    params = run_params(cfg, data.download_info, data.manifest)
+    metrics = read_json(data.metrics)
+    runs, versions = {}, {}
+    tags = execution_tags(lock)
+    with mlflow.start_run(run_name="pipeline", tags=tags) as parent:
+        mlflow.log_params(params)
+        log_files([data.metrics, data.report, data.prepare_summary, data.download_info, lock])
+        log_files([data.plots / "roc.png"], "plots")
+        for head in HEADS:
+            example = input_example(head, data.features, data.manifest, cfg.backbone.image_size)
+            info = log_head(head, cfg, params, tags, data.model_dir(head), metrics[head], data.plots, example,
+                            data.manifest, data.execution(f"train_{head}"))
+            runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
+        champion = register_champion(model_name(cfg), versions, metrics, params["data.manifest_sha256"])
+    record = {
+        "tracking_uri": uri, "experiment_name": name, "experiment_id": experiment.experiment_id,
+        "parent_run_id": parent.info.run_id, "child_run_ids": runs, "registered_model": model_name(cfg),
+        "model_versions": versions, CHAMPION: champion,
+    }
+    write_json(out, record)
+    log.info("logged to %s: experiment %s, run %s; %s@%s is version %s (%s)", uri, name, parent.info.run_id,
+             model_name(cfg), CHAMPION, champion["version"], champion["head"])
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, required=True, help="the dataset's folder, data/<data.name>")
+    ap.add_argument("--lock", type=Path, default=LOCK_FILE, help="its stage hashes become run tags")
+    ap.add_argument("--out", type=Path, required=True, help="JSON record of what was logged")
+    args = ap.parse_args(argv)
+    setup_logging()
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    track(load_config(args.params), DatasetLayout(args.data), args.lock, args.out)
+
+
+if __name__ == "__main__":
+    run_cli(main, TrackingError)

@@ -1,0 +1,129 @@
+"""The MLflow side of one pipeline execution: run params, each head's child run with its registered model, and
+the `champion` alias on the best version seen so far."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+from pipeline.config import Config
+from pipeline.data.manifest import read_manifest, split_rows
+from pipeline.files import read_json, sha256_file
+from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
+from pipeline.model.inputs import load_image
+from pipeline.tracking.lineage import pip_requirements
+from pipeline.tracking.served import log_pyfunc_model
+
+CHAMPION = "champion"
+
+
+def model_name(cfg: Config) -> str:
+    """One registered model per dataset: both heads are versions of it, so `champion` can pick either."""
+    return f"{cfg.data.name}-classifier"
+
+
+def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, object]:
+    """params.yaml under its dotted names, plus what identifies the data: archive and manifest sha256."""
+    params = cfg.flat()
+    archive_sha = read_json(download_info).get("sha256")  # absent when data.url is a folder
+    if archive_sha:
+        params["data.archive_sha256"] = archive_sha
+    params["data.manifest_sha256"] = sha256_file(manifest)
+    return params
+
+
+def history_metrics(history_csv: Path) -> list[tuple[int, dict[str, float]]]:
+    with open(history_csv, newline="") as f:
+        return [(int(row.pop("epoch")), {k: float(v) for k, v in row.items()}) for row in csv.DictReader(f)]
+
+
+def input_example(head: str, features: Path, manifest: Path, image_size: int) -> np.ndarray:
+    """One real test sample in the model's own input: cached features (dense) or RGB pixels 0..255."""
+    if head == "dense":
+        return np.load(features / "test.npy", mmap_mode="r")[:1].astype(np.float32)  # not the whole split
+    path = split_rows(read_manifest(manifest), "test")[0].path
+    return np.round(load_image(path, image_size).numpy())[None].astype(np.float32)
+
+
+class _KerasFlavor:
+    """mlflow.keras, creating the model folder before the input example is written into it: mlflow.keras
+    (3.17) writes the example first and fails (mlflow/mlflow#16183). Model.log takes any such flavor."""
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs) -> None:
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
+def log_files(files: list[Path], artifact_path: str | None = None) -> None:
+    for f in files:
+        if f.exists():  # roc.png exists for two-class datasets only
+            mlflow.log_artifact(str(f), artifact_path)
+
+
+def timing_metrics(execution: Path) -> dict[str, float]:
+    """train_seconds and seconds_per_epoch from a training stage's execution record, when it has one (a stage
+    restored from DVC's cache did not run here)."""
+    if not execution.exists():
+        return {}
+    facts = read_json(execution)
+    return {"train_seconds": facts["seconds"], "seconds_per_epoch": round(facts["seconds"] / facts["epochs_run"], 1)}
+
+
+def log_head(head: str, cfg: Config, params: dict, tags: dict, model_dir: Path, test: dict, plots: Path,
+             example: np.ndarray, manifest: Path, execution: Path) -> mlflow.models.model.ModelInfo:
+    """Child run of the active parent: params, per-epoch history, test metrics, plots, registered model."""
+    with mlflow.start_run(run_name=head, nested=True, tags=tags):
+        mlflow.log_params({**params, "head": head})
+        for epoch, values in history_metrics(model_dir / HISTORY_FILE):
+            mlflow.log_metrics(values, step=epoch)
+        summary = read_json(model_dir / SUMMARY_FILE)
+        # Step-0 metrics logged before the model are linked to it too (its page in the Models tab).
+        mlflow.log_metrics({**{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
+                            **timing_metrics(execution),
+                            **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test}})
+        log_files([model_dir / SUMMARY_FILE, model_dir / HISTORY_FILE])
+        log_files([plots / f"confusion_{head}.png", plots / f"curves_{head}.png", plots / "roc.png",
+                    plots / f"misclassified_{head}.png", plots / f"gradcam_{head}.png"], "plots")
+        if head == "finetune":  # the raw-image model that `mlflow models serve` answers requests with
+            log_pyfunc_model(model_dir, cfg.evaluate.tta_flip, Path(split_rows(read_manifest(manifest), "test")[0].path),
+                             registered_model_name=f"{model_name(cfg)}-served")
+        # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
+        model = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
+        return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
+            name=head, artifact_path=None, flavor=_KerasFlavor, model=model,
+            signature=infer_signature(example, model.predict(example, verbose=0)), input_example=example,
+            pip_requirements=pip_requirements(), registered_model_name=model_name(cfg))
+
+
+def pick_champion(accuracy: dict[str, float], current: float | None) -> str | None:
+    """The head to promote: this run's best by test accuracy (ties: the first of HEADS, the cheaper model),
+    only if it beats the current champion strictly (a tie keeps the champion: no churn)."""
+    best = max(accuracy, key=accuracy.__getitem__)
+    return best if current is None or accuracy[best] > current else None
+
+
+def register_champion(name: str, versions: dict[str, int], metrics: dict, manifest_sha: str) -> dict:
+    """Tag the new versions with what the comparison needs; move `champion` to the better one."""
+    client = mlflow.MlflowClient()
+    accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
+    for head, version in versions.items():
+        for key, value in (("head", head), ("test_accuracy", accuracy[head]), ("data.manifest_sha256", manifest_sha)):
+            client.set_model_version_tag(name, version, key, str(value))
+    held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
+    current = None if held_by is None else client.get_model_version(name, held_by)
+    # A champion without the tag (aliased by hand) counts as beaten.
+    held = None if current is None else float(current.tags.get("test_accuracy", "-inf"))
+    head = pick_champion(accuracy, held)
+    if head is None:
+        return {"version": int(current.version), "head": current.tags.get("head"), "test_accuracy": held,
+                "changed": False}
+    client.set_registered_model_alias(name, CHAMPION, versions[head])
+    return {"version": versions[head], "head": head, "test_accuracy": accuracy[head], "changed": True}
