@@ -39,5 +39,8 @@ pipeline: install keras-home
 	dvc repro
 	dvc metrics show
 
+# The linter and the formatter's check come first: a style slip fails in seconds, not after the suite.
 test: install keras-home
+	ruff check .
+	ruff format --check .
 	pytest

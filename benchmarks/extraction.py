@@ -2,13 +2,14 @@
 
   (a) classic: keras.utils.image_dataset_from_directory (batch 20) and conv_base.predict per batch;
   (b) ceiling: the compiled conv base alone on images already decoded into memory;
-  (c) pipeline.extract.extract() (all images in one split; its streaming loop's img/s, and whole-call img/s).
+  (c) pipeline.stages.extract.extract() (all images in one split; its streaming loop's img/s, and whole-call img/s).
 
 For reference: the input pipeline alone (decode + resize, no model; also with dct_method INTEGER_FAST), (b) at
 other batch sizes (--batch-sweep) and under Keras's mixed_bfloat16 policy (not used by the pipeline).
 Methods alternate within each repeat (a b c a b c ...) so that load changes hit them alike; best of the repeats
 is reported. Usage: python benchmarks/extraction.py [--images 1000] [--repeats 2] [--batch-sweep 16 64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,22 +17,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import load, machine, real_images, write_manifest
-
 import keras  # noqa: E402  (after common: environment first)
 import tensorflow as tf  # noqa: E402
+from common import load, machine, real_images, write_manifest
 
-from pipeline.backbone import conv_base, image_dataset, preprocess  # noqa: E402
-from pipeline.config import BackboneConfig, ExtractConfig  # noqa: E402
-from pipeline.extract import extract  # noqa: E402
-from pipeline.io import read_json  # noqa: E402
+from pipeline.config import BackboneConfig, ExtractConfig, load_config  # noqa: E402
+from pipeline.model.backbone import conv_base, preprocess  # noqa: E402
+from pipeline.model.inputs import image_dataset  # noqa: E402
+from pipeline.stages.extract import extract  # noqa: E402
 
 
 def classic(base: keras.Model, folder: Path, size: int, batch: int) -> float:
     """The textbook loop: a Keras directory dataset, then predict() batch by batch."""
     start = time.perf_counter()
-    ds = keras.utils.image_dataset_from_directory(folder, image_size=(size, size), batch_size=batch,
-                                                  shuffle=False, verbose=False)
+    ds = keras.utils.image_dataset_from_directory(
+        folder, image_size=(size, size), batch_size=batch, shuffle=False, verbose=False
+    )
     n = 0
     for images, _ in ds:
         n += len(base.predict(preprocess(images), verbose=0))
@@ -50,6 +51,7 @@ def ceiling(base: keras.Model, batches: list[tf.Tensor]) -> float:
 
 def decode_only(paths: list[str], size: int, batch: int, dct_method: str) -> float:
     """The input pipeline without the model (parallel decode + resize on all cores), for its share of the work."""
+
     def load(path: tf.Tensor) -> tf.Tensor:
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method=dct_method)
         return tf.image.resize(image, (size, size))
@@ -71,13 +73,14 @@ def bf16_ceiling(backbone: BackboneConfig, batches: list[tf.Tensor]) -> float:
     return ceiling(base, batches)
 
 
-def pipeline_extract(manifest: Path, out: Path, backbone: BackboneConfig, cfg: ExtractConfig,
-                     n: int) -> tuple[float, float]:
-    """(img/s of extract's streaming loop as it records in meta.json, img/s of the whole call)."""
+def pipeline_extract(
+    manifest: Path, out: Path, backbone: BackboneConfig, cfg: ExtractConfig, n: int
+) -> tuple[float, float]:
+    """(img/s of extract's streaming loop as it records in its execution record, img/s of the whole call)."""
     start = time.perf_counter()
-    extract(manifest, out, backbone, cfg)
+    speed = extract(manifest, out, backbone, cfg)
     total = n / (time.perf_counter() - start)
-    return read_json(out / "meta.json")["images_per_second"]["train"], total
+    return speed["train"], total
 
 
 def main() -> None:
@@ -98,7 +101,9 @@ def main() -> None:
             (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
             (folder / p.parent.name / f"{i:05d}.jpg").symlink_to(p)
         manifest = write_manifest(images, tmp / "prepared" / "manifest.csv")
-        backbone, cfg = BackboneConfig(image_size=args.size), ExtractConfig(batch_size=args.batch)
+        params = load_config()
+        backbone = params.backbone.model_copy(update={"image_size": args.size})
+        cfg = params.extract.model_copy(update={"batch_size": args.batch})
         base = conv_base(backbone)
         decoded = list(image_dataset([str(p) for p in images], None, args.size, args.batch))
         paths = [str(p) for p in images]
@@ -108,8 +113,11 @@ def main() -> None:
             b = ceiling(base, decoded)
             c, c_call = pipeline_extract(manifest, tmp / f"features{r}", backbone, cfg, args.images)
             dec, fast = (decode_only(paths, args.size, args.batch, m) for m in ("INTEGER_ACCURATE", "INTEGER_FAST"))
-            print(f"repeat {r + 1}: a {a:.1f}  b {b:.1f}  c {c:.1f}  (c whole call {c_call:.1f})  decode only "
-                  f"{dec:.0f} (INTEGER_FAST {fast:.0f}) img/s; {load()}", flush=True)
+            print(
+                f"repeat {r + 1}: a {a:.1f}  b {b:.1f}  c {c:.1f}  (c whole call {c_call:.1f})  decode only "
+                f"{dec:.0f} (INTEGER_FAST {fast:.0f}) img/s; {load()}",
+                flush=True,
+            )
             best = {k: max(best[k], v) for k, v in zip(best, (a, b, c, c_call, dec, fast))}
         for bs in args.batch_sweep:
             rebatched = list(tf.data.Dataset.from_tensor_slices(tf.concat(decoded, 0)).batch(bs))
@@ -118,15 +126,21 @@ def main() -> None:
         # last: once a bfloat16 model has run, float32 extraction in the same process ran ~1/3 slower here
         best["b_bf16"] = max(bf16_ceiling(backbone, decoded) for _ in range(args.repeats))
     print(f"\n{args.images} real JPEGs at {args.size} px, best of {args.repeats}:")
-    print(f"  (a) classic loop (dataset_from_directory, batch {args.classic_batch}, predict per batch): "
-          f"{best['a']:7.1f} img/s")
+    print(
+        f"  (a) classic loop (dataset_from_directory, batch {args.classic_batch}, predict per batch): "
+        f"{best['a']:7.1f} img/s"
+    )
     print(f"  (b) conv base alone, in-memory tensors (ceiling), batch {args.batch}:  {best['b']:7.1f} img/s")
-    print(f"  (c) pipeline.extract.extract(), batch {args.batch}:                        {best['c']:7.1f} img/s "
-          f"(whole call incl. model load: {best['c_call']:.1f})")
+    print(
+        f"  (c) pipeline.stages.extract.extract(), batch {args.batch}:                        {best['c']:7.1f} img/s "
+        f"(whole call incl. model load: {best['c_call']:.1f})"
+    )
     print(f"  c/a = {best['c'] / best['a']:.2f}   c/b = {best['c'] / best['b']:.2f}   ({load()})")
-    print(f"  for reference: input pipeline alone (decode + resize, no model) {best['decode']:.0f} img/s, "
-          f"{best['decode_fast']:.0f} with dct_method INTEGER_FAST; (b) under mixed_bfloat16 "
-          f"{best['b_bf16']:.1f} img/s")
+    print(
+        f"  for reference: input pipeline alone (decode + resize, no model) {best['decode']:.0f} img/s, "
+        f"{best['decode_fast']:.0f} with dct_method INTEGER_FAST; (b) under mixed_bfloat16 "
+        f"{best['b_bf16']:.1f} img/s"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ off (as now) and on (as before).
 Needs a data folder with prepared/manifest.csv and models/dense/model.keras (default: data/<data.name> of this
 repo, only read). Usage: python benchmarks/finetune.py [--data DIR] [--accuracy]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, load, machine, split_data, with_autotuner
-
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import REPO, load, machine, split_data, with_autotuner
 
-from pipeline.backbone import BASE_NAME, image_dataset, split_at_trainable  # noqa: E402
 from pipeline.config import FinetuneConfig, load_config  # noqa: E402
-from pipeline.manifest import read_manifest, split_rows  # noqa: E402
-from pipeline.train_finetune import augmentation, build_finetune_model, compiled, train_finetune  # noqa: E402
+from pipeline.data.manifest import read_manifest, split_rows  # noqa: E402
+from pipeline.model.backbone import BASE_NAME, split_at_trainable  # noqa: E402
+from pipeline.model.heads import augmentation, build_finetune_model  # noqa: E402
+from pipeline.model.inputs import image_dataset  # noqa: E402
+from pipeline.model.training import compile_for  # noqa: E402
+from pipeline.stages.train_finetune import train_finetune  # noqa: E402
 
 BATCHES = 10  # timed batches per part, after one warm-up batch
 
@@ -40,25 +43,24 @@ def per_image(fn, batches: list) -> float:
     return (time.perf_counter() - start) / sum(len(b[0] if isinstance(b, tuple) else b) for b in batches[1:])
 
 
-def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels: np.ndarray,
-            n_classes: int) -> None:
+def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels: np.ndarray, n_classes: int) -> None:
     size, bs, ft = cfg.backbone.image_size, cfg.finetune.batch_size, cfg.finetune
     start = time.perf_counter()
     for _ in image_dataset(paths, labels.tolist(), size, bs, shuffle_seed=0):
         pass
     input_epoch = (time.perf_counter() - start) * (n_train + n_val) / n_train
-    images = list(image_dataset(paths[:bs * (BATCHES + 1)], None, size, bs))
-    pairs = [(x, labels[i * bs:(i + 1) * bs]) for i, x in enumerate(images)]
+    images = list(image_dataset(paths[: bs * (BATCHES + 1)], None, size, bs))
+    pairs = [(x, labels[i * bs : (i + 1) * bs]) for i, x in enumerate(images)]
     head = keras.models.load_model(data / "models" / "dense" / "model.keras")
-    model = compiled(build_finetune_model(head, cfg.backbone, ft), ft, n_classes)
+    model = compile_for(build_finetune_model(head, cfg.backbone, ft), ft.learning_rate, n_classes)
     no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
-    no_aug = compiled(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft, n_classes)
+    no_aug = compile_for(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft.learning_rate, n_classes)
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), ft.unfreeze_blocks)
     aug = keras.Sequential(augmentation(ft.augment, ft.seed))
     rescale = model.get_layer("mobilenet_preprocess")
     acts = [(bottom(rescale(x), training=False), y) for x, y in pairs]
     inputs = keras.Input(top.input.shape[1:])
-    trainer = compiled(keras.Model(inputs, head(top(inputs, training=False))), ft, n_classes)
+    trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), ft.learning_rate, n_classes)
     f = {  # seconds per image
         "augmentation layers (training=True)": per_image(tf.function(lambda x: aug(x, training=True)), images),
         "forward, frozen bottom only": per_image(tf.function(lambda x: bottom(rescale(x), training=False)), images),
@@ -72,9 +74,12 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
     for name, s in f.items():
         print(f"   {name:42s} {s * n_train:6.1f} s for train ({1000 * s:.1f} ms/img)")
     print(f"   {'validation = forward of whole model':42s} {f['forward, whole model (inference)'] * n_val:6.1f} s")
-    epoch = (f["train step, augmentation on"] * n_train + f["forward, whole model (inference)"] * n_val)
-    print(f"   estimate: train steps + validation = {epoch:.1f} s/epoch; frozen bottom's share of it: "
-          f"{f['forward, frozen bottom only'] * (n_train + n_val) / epoch:.0%}  ({load()})", flush=True)
+    epoch = f["train step, augmentation on"] * n_train + f["forward, whole model (inference)"] * n_val
+    print(
+        f"   estimate: train steps + validation = {epoch:.1f} s/epoch; frozen bottom's share of it: "
+        f"{f['forward, frozen bottom only'] * (n_train + n_val) / epoch:.0%}  ({load()})",
+        flush=True,
+    )
 
 
 def real_epochs(data: Path, cfg, n_classes: int, epochs: int = 3) -> None:
@@ -86,35 +91,67 @@ def real_epochs(data: Path, cfg, n_classes: int, epochs: int = 3) -> None:
 
     def ds(split: str, seed, autotune: bool) -> tf.data.Dataset:
         paths, labels = split_data(rows, split, classes)
-        return with_autotuner(image_dataset(paths, labels, cfg.backbone.image_size, ft.batch_size,
-                                            shuffle_seed=seed), autotune)
+        return with_autotuner(
+            image_dataset(paths, labels, cfg.backbone.image_size, ft.batch_size, shuffle_seed=seed), autotune
+        )
 
     print()
     for autotune in (False, True):
-        model = compiled(build_finetune_model(keras.models.load_model(data / "models/dense/model.keras"),
-                                              cfg.backbone, ft), ft, n_classes)
-        times = []
-        timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
-                                               on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
-        model.fit(ds("train", ft.seed, autotune), validation_data=ds("validation", None, autotune), epochs=epochs,
-                  callbacks=[timer], verbose=0)
-        print(f"real model.fit epochs (augmentation on), tf.data autotuner {'on (before)' if autotune else 'off (now)'}"
-              f": {', '.join(f'{b - a:.1f} s' for a, b in zip(times[::2], times[1::2]))}  ({load()})", flush=True)
+        model = compile_for(
+            build_finetune_model(keras.models.load_model(data / "models/dense/model.keras"), cfg.backbone, ft),
+            ft.learning_rate,
+            n_classes,
+        )
+        times: list[float] = []
+        timer = epoch_timer(times)
+        model.fit(
+            ds("train", ft.seed, autotune),
+            validation_data=ds("validation", None, autotune),
+            epochs=epochs,
+            callbacks=[timer],
+            verbose=0,
+        )
+        print(
+            f"real model.fit epochs (augmentation on), tf.data autotuner {'on (before)' if autotune else 'off (now)'}"
+            f": {', '.join(f'{b - a:.1f} s' for a, b in zip(times[::2], times[1::2]))}  ({load()})",
+            flush=True,
+        )
+
+
+def epoch_timer(times: list[float]) -> keras.callbacks.Callback:
+    """A callback appending the clock at each epoch's start and end to `times`."""
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
+        on_epoch_end=lambda e, logs: times.append(time.perf_counter()),
+    )
 
 
 def accuracy(data: Path, cfg) -> None:
     ft = cfg.finetune
-    runs = {"params.yaml settings": ft,
-            "augmentation off (cached)": FinetuneConfig(**{**ft.model_dump(),
-                                                           "augment": {"flip": False, "rotation": 0, "zoom": 0}})}
+    runs = {
+        "params.yaml settings": ft,
+        "augmentation off (cached)": FinetuneConfig(
+            **{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}}
+        ),
+    }
     print("\ntrain_finetune() to the end:")
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         for i, (name, run_cfg) in enumerate(runs.items()):
-            s = train_finetune(data / "prepared" / "manifest.csv", data / "models/dense/model.keras",
-                               Path(tmp) / str(i), cfg.backbone, run_cfg)
-            print(f"   {name:28s} {s['train_seconds']:6.1f} s ({s['epochs_run']} epochs, {s['seconds_per_epoch']} "
-                  f"s/epoch), best epoch {s['best_epoch']}: val_accuracy {s['val_accuracy']:.4f}, val_loss "
-                  f"{s['val_loss']:.4f}  ({load()})", flush=True)
+            start = time.perf_counter()
+            s = train_finetune(
+                data / "prepared" / "manifest.csv",
+                data / "models/dense/model.keras",
+                Path(tmp) / str(i),
+                cfg.backbone,
+                run_cfg,
+            )
+            seconds = time.perf_counter() - start
+            print(
+                f"   {name:28s} {seconds:6.1f} s ({s['epochs_run']} epochs, {seconds / s['epochs_run']:.1f} "
+                f"s/epoch), best epoch {s['best_epoch']}: val_accuracy {s['val_accuracy']:.4f}, val_loss "
+                f"{s['val_loss']:.4f}  ({load()})",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -130,8 +167,7 @@ def main() -> None:
     train = split_rows(rows, "train")
     classes = sorted({r.label for r in rows})
     labels = np.array([classes.index(r.label) for r in train], dtype=np.float32)
-    profile(data, cfg, len(train), len(split_rows(rows, "validation")), [r.path for r in train], labels,
-            len(classes))
+    profile(data, cfg, len(train), len(split_rows(rows, "validation")), [r.path for r in train], labels, len(classes))
     real_epochs(data, cfg, len(classes))
     if args.accuracy:
         accuracy(data, cfg)

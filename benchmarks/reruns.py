@@ -6,10 +6,11 @@
      provably decodes none (it would fail if it opened one);
   4. then `dvc repro`: what else re-runs (train_finetune starts from the dense model, so it re-runs and reads
      images; evaluate and track follow);
-  5. a head sweep: pipeline.train_dense.train_dense() on the cached features, once per setting, images moved away.
+  5. a head sweep: stages.train_dense.train_dense() on the cached features, once per setting, images moved away.
 
 Usage: python benchmarks/reruns.py [--keep]   (about 15-25 minutes on 2 cores)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 from common import SHARED, load, machine
@@ -34,8 +35,12 @@ SWEEP = [{}, {"dropout": 0.3}, {"units": 128}, {"units": 512}, {"learning_rate":
 
 def dvc(project: Path, *args: str) -> tuple[float, set[str]]:
     """Seconds taken and the stages that ran."""
-    env = {**os.environ, "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"), "TQDM_DISABLE": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"),
+        "TQDM_DISABLE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)  # the track stage logs into the copy's own mlflow.db
     start = time.perf_counter()
     proc = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True)
@@ -94,12 +99,15 @@ def main() -> None:
 
     print("\n4. then `dvc repro` (images back):")
     seconds, ran = dvc(project, "repro")
-    print(f"   {seconds:.1f} s, stages run: {[s for s in STAGES if s in ran]}; "
-          f"features untouched: {features.stat().st_mtime_ns == stamp}", flush=True)
+    print(
+        f"   {seconds:.1f} s, stages run: {[s for s in STAGES if s in ran]}; "
+        f"features untouched: {features.stat().st_mtime_ns == stamp}",
+        flush=True,
+    )
 
     print("\n5. head sweep, train_dense() on the cached features, images moved away:")
     from pipeline.config import DenseConfig
-    from pipeline.train_dense import train_dense
+    from pipeline.stages.train_dense import train_dense
 
     with images_moved_away(data):
         for i, change in enumerate(SWEEP):
@@ -107,9 +115,12 @@ def main() -> None:
             start = time.perf_counter()
             summary = train_dense(data / "features", tmp / f"sweep{i}", cfg)
             seconds = time.perf_counter() - start
-            print(f"   {str(change or 'defaults'):28s} {seconds:6.1f} s ({summary['epochs_run']} epochs, "
-                  f"{seconds / summary['epochs_run']:.1f} s/epoch), val_accuracy {summary['val_accuracy']:.3f}; "
-                  f"{load()}", flush=True)
+            print(
+                f"   {str(change or 'defaults'):28s} {seconds:6.1f} s ({summary['epochs_run']} epochs, "
+                f"{seconds / summary['epochs_run']:.1f} s/epoch), val_accuracy {summary['val_accuracy']:.3f}; "
+                f"{load()}",
+                flush=True,
+            )
     if args.keep:
         print(f"kept {tmp}")
     else:

@@ -9,6 +9,7 @@ epochs' weights, exact here since every BatchNorm stays in inference mode) over 
 half. Needs data/<data.name>/{features,prepared} of a finished `dvc repro`.
 Usage: python benchmarks/seeds.py [--seeds 42 43 44 45]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,26 +17,32 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, load, machine, split_data
-
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
+from common import REPO, load, machine, split_data
 
-from pipeline.backbone import image_dataset  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.manifest import classes_of, read_manifest  # noqa: E402
-from pipeline.train_dense import train_dense  # noqa: E402
-from pipeline.train_finetune import build_finetune_model, compiled  # noqa: E402
+from pipeline.data.manifest import classes_of, read_manifest  # noqa: E402
+from pipeline.model.heads import build_finetune_model  # noqa: E402
+from pipeline.model.inputs import image_dataset  # noqa: E402
+from pipeline.model.training import compile_for  # noqa: E402
+from pipeline.stages.train_dense import train_dense  # noqa: E402
 
 
 def finetune_epochs(model: keras.Model, train, val, size: int, cfg) -> tuple[list[list[np.ndarray]], list[float]]:
     """Fit for cfg.epochs; the trainable weights and the val_loss after each epoch."""
     snapshots: list[list[np.ndarray]] = []
     keep = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: snapshots.append([v.numpy() for v in model.trainable_variables]))
-    history = model.fit(image_dataset(train[0], train[1], size, cfg.batch_size, shuffle_seed=cfg.seed),
-                        validation_data=image_dataset(val[0], val[1], size, cfg.batch_size), epochs=cfg.epochs,
-                        callbacks=[keep], shuffle=False, verbose=0)
+        on_epoch_end=lambda e, logs: snapshots.append([v.numpy() for v in model.trainable_variables])
+    )
+    history = model.fit(
+        image_dataset(train[0], train[1], size, cfg.batch_size, shuffle_seed=cfg.seed),
+        validation_data=image_dataset(val[0], val[1], size, cfg.batch_size),
+        epochs=cfg.epochs,
+        callbacks=[keep],
+        shuffle=False,
+        verbose=0,
+    )
     return snapshots, history.history["val_loss"]
 
 
@@ -66,18 +73,25 @@ def main() -> None:
             dense = train_dense(data / "features", Path(tmp), dense_cfg)
             keras.utils.set_random_seed(seed)
             head = keras.models.load_model(Path(tmp) / "model.keras", compile=False)
-        model = compiled(build_finetune_model(head, cfg.backbone, ft_cfg), ft_cfg, len(classes))
+        model = compile_for(build_finetune_model(head, cfg.backbone, ft_cfg), ft_cfg.learning_rate, len(classes))
         snaps, val_losses = finetune_epochs(model, train, val, size, ft_cfg)
         best = int(np.argmin(val_losses))
         half = len(snaps) // 2
-        row = {"seed": seed, "dense": (dense["val_loss"], dense["val_accuracy"]),
-               f"best epoch ({best + 1})": scored(model, snaps[best], val, size, ft.batch_size),
-               "SWA all epochs": scored(model, [np.mean(w, 0) for w in zip(*snaps)], val, size, ft.batch_size),
-               f"SWA epochs {half + 1}-{len(snaps)}": scored(model, [np.mean(w, 0) for w in zip(*snaps[half:])],
-                                                              val, size, ft.batch_size)}
+        row = {
+            "seed": seed,
+            "dense": (dense["val_loss"], dense["val_accuracy"]),
+            f"best epoch ({best + 1})": scored(model, snaps[best], val, size, ft.batch_size),
+            "SWA all epochs": scored(model, [np.mean(w, 0) for w in zip(*snaps)], val, size, ft.batch_size),
+            f"SWA epochs {half + 1}-{len(snaps)}": scored(
+                model, [np.mean(w, 0) for w in zip(*snaps[half:])], val, size, ft.batch_size
+            ),
+        }
         results.append(row)
-        print(f"seed {seed} ({time.perf_counter() - start:.0f} s, {load()}): " + "; ".join(
-            f"{k} val_loss {v[0]:.4f} val_acc {v[1]:.4f}" for k, v in row.items() if k != "seed"), flush=True)
+        print(
+            f"seed {seed} ({time.perf_counter() - start:.0f} s, {load()}): "
+            + "; ".join(f"{k} val_loss {v[0]:.4f} val_acc {v[1]:.4f}" for k, v in row.items() if k != "seed"),
+            flush=True,
+        )
     print("\nmean over seeds (val_loss / val_accuracy):")
     for i, key in enumerate(("dense", "best epoch", "SWA all epochs", "SWA epochs")):
         values = np.array([list(r.values())[1 + i] for r in results])

@@ -1,4 +1,5 @@
 """What a flow run shows as its Prefect artifact: stage outcomes, both heads' test metrics, MLflow runs."""
+
 from __future__ import annotations
 
 import json
@@ -45,25 +46,35 @@ def mlflow_links(record: dict) -> list[tuple[str, str]]:
     return [(label, link(run_id)) for label, run_id in runs.items()]
 
 
-def pipeline_markdown(name: str, outcomes: dict[str, str], metrics: dict | None, mlflow: dict | None,
-                      experiment: str | None, overrides: dict) -> str:
+def pipeline_markdown(
+    name: str,
+    outcomes: dict[str, str],
+    metrics: dict | None,
+    mlflow: dict | None,
+    experiment: str | None,
+    overrides: dict,
+) -> str:
     where = f"DVC experiment `{experiment}`" if experiment else "the workspace"
     parts = [f"## Pipeline `{name}` in {where}"]
     if experiment:
         settings = ", ".join(f"`{k}={v}`" for k, v in overrides.items())
-        parts.append(f"Overrides: {settings}. Compare with `dvc exp show`, bring into the workspace with "
-                     f"`dvc exp apply {experiment}`.")
+        parts.append(
+            f"Overrides: {settings}. Compare with `dvc exp show`, bring into the workspace with "
+            f"`dvc exp apply {experiment}`."
+        )
     parts.append(_table(["stage", "outcome"], [[s, OUTCOME_TEXT.get(o, o)] for s, o in outcomes.items()]))
     if metrics:
         parts.append("### Test metrics")
-        parts.append(_table(["head", *METRIC_NAMES],
-                            [[head, *(m.get(c) for c in METRIC_NAMES)] for head, m in metrics.items()]))
+        parts.append(
+            _table(["head", *METRIC_NAMES], [[head, *(m.get(c) for c in METRIC_NAMES)] for head, m in metrics.items()])
+        )
     if mlflow:
         parts.append("### MLflow runs")
         links = [f"- {label}: {link}" for label, link in mlflow_links(mlflow)]
         if champion := mlflow.get("champion"):
-            links.append(f"- `{mlflow['registered_model']}@champion`: version {champion['version']} "
-                         f"({champion['head']} head)")
+            links.append(
+                f"- `{mlflow['registered_model']}@champion`: version {champion['version']} ({champion['head']} head)"
+            )
         parts.append("\n".join(links))
     return "\n\n".join(parts)
 
@@ -74,12 +85,18 @@ def sweep_markdown(name: str, rows: list[dict]) -> str:
     best = min(range(len(rows)), key=lambda i: rows[i]["summary"]["val_loss"])
     table = []
     for i, row in enumerate(rows):
-        cells = [*(row["overrides"].get(k) for k in keys), *(row["summary"].get(c) for c in SUMMARY_METRICS),
-                 f"`{row['experiment']}`", OUTCOME_TEXT.get(row["extract"], row["extract"])]
+        cells = [
+            *(row["overrides"].get(k) for k in keys),
+            *(row["summary"].get(c) for c in SUMMARY_METRICS),
+            f"`{row['experiment']}`",
+            OUTCOME_TEXT.get(row["extract"], row["extract"]),
+        ]
         table.append([f"**{_cell(c)}**" if i == best else c for c in cells])
-    return "\n\n".join([
-        f"## Dense-head sweep `{name}`: {len(rows)} settings on the same cached features",
-        _table([*keys, *SUMMARY_METRICS, "experiment", "extract"], table),
-        f"Best by validation loss: `{rows[best]['experiment']}`. Compare all with `dvc exp show`; "
-        f"bring one into the workspace with `dvc exp apply <experiment>`.",
-    ])
+    return "\n\n".join(
+        [
+            f"## Dense-head sweep `{name}`: {len(rows)} settings on the same cached features",
+            _table([*keys, *SUMMARY_METRICS, "experiment", "extract"], table),
+            f"Best by validation loss: `{rows[best]['experiment']}`. Compare all with `dvc exp show`; "
+            f"bring one into the workspace with `dvc exp apply <experiment>`.",
+        ]
+    )

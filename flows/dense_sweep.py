@@ -3,6 +3,7 @@ experiment that stops after train_dense, so extract (and everything before it) i
 
     python -m flows.dense_sweep --grid dense.learning_rate=1e-5,2e-5,1e-4 --grid dense.units=128,256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,32 +32,52 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     settings = expand_grid(grid)
     others = sorted({key for s in settings for key in s if not key.startswith("dense.")})
     if others:
-        raise ConfigError(f"a head-only sweep varies dense.* values only, not {others}: other keys either change "
-                          f"the cached features or do not affect the dense head; use the pipeline flow's overrides")
+        raise ConfigError(
+            f"a head-only sweep varies dense.* values only, not {others}: other keys either change "
+            f"the cached features or do not affect the dense head; use the pipeline flow's overrides"
+        )
     name = {effective_config(root, s).data.name for s in settings}.pop()  # every setting checked up front
     prefix = experiment_name("sweep")
-    log.info("project %s, dataset %s: %d settings as experiments %s-1..%d", root, name, len(settings), prefix,
-             len(settings))
+    log.info(
+        "project %s, dataset %s: %d settings as experiments %s-1..%d", root, name, len(settings), prefix, len(settings)
+    )
     rows = []
     for i, overrides in enumerate(settings, 1):
         experiment = f"{prefix}-{i}"
         outcomes = run_experiment(experiment, overrides, [HEAD_STAGE], root, lock_timeout_s)
         summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
-        rows.append({"overrides": overrides, "experiment": experiment, "summary": summary,
-                     "extract": outcomes.get("extract")})
-        log.info("%s %s: val_accuracy %.4f, val_loss %.4f", experiment, overrides, summary["val_accuracy"],
-                 summary["val_loss"])
-    create_markdown_artifact(sweep_markdown(name, rows), key=slug(f"dense-sweep-{name}"),
-                             description=f"dense-head sweep on {name}")
+        rows.append(
+            {"overrides": overrides, "experiment": experiment, "summary": summary, "extract": outcomes.get("extract")}
+        )
+        log.info(
+            "%s %s: val_accuracy %.4f, val_loss %.4f",
+            experiment,
+            overrides,
+            summary["val_accuracy"],
+            summary["val_loss"],
+        )
+    create_markdown_artifact(
+        sweep_markdown(name, rows), key=slug(f"dense-sweep-{name}"), description=f"dense-head sweep on {name}"
+    )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--grid", action="append", required=True, type=parse_assignment, metavar="KEY=V1,V2,...",
-                    help="values of one dense.* parameter (repeatable: every combination is trained)")
-    ap.add_argument("--lock-timeout", type=float, default=3600.0,
-                    help="seconds to wait while another DVC process holds the project's lock")
+    ap.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        type=parse_assignment,
+        metavar="KEY=V1,V2,...",
+        help="values of one dense.* parameter (repeatable: every combination is trained)",
+    )
+    ap.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait while another DVC process holds the project's lock",
+    )
     args = ap.parse_args(argv)
     grid = {key: [parse_value(v) for v in values.split(",")] for key, values in args.grid}
     dense_sweep(grid=grid, lock_timeout_s=args.lock_timeout)

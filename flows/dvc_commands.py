@@ -1,5 +1,6 @@
 """DVC as the flows drive it: stage order from DVC's own graph, `dvc` commands whose output says which
 stages ran or were skipped, and a bounded wait while another DVC process holds the project's locks."""
+
 from __future__ import annotations
 
 import logging
@@ -73,15 +74,26 @@ def parse_outcomes(lines: list[str]) -> dict[str, str]:
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Stage commands say `python`: make that this interpreter, whatever PATH the worker was started with."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-            **(extra or {})}
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        **(extra or {}),
+    }
 
 
-def _run_once(args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter,
-              env: dict[str, str]) -> tuple[int, list[str]]:
+def _run_once(
+    args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter, env: dict[str, str]
+) -> tuple[int, list[str]]:
     lines = []
-    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as proc:
         for line in proc.stdout:  # streamed, so a long stage shows progress in the flow run's logs
             if line := line.rstrip():
                 lines.append(line)
@@ -89,8 +101,14 @@ def _run_once(args: list[str], root: Path, log: logging.Logger | logging.LoggerA
     return proc.returncode, lines
 
 
-def run_dvc(args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter,
-            lock_timeout_s: float = 3600.0, poll_s: float = 5.0, env: dict[str, str] | None = None) -> DvcResult:
+def run_dvc(
+    args: list[str],
+    root: Path,
+    log: logging.Logger | logging.LoggerAdapter,
+    lock_timeout_s: float = 3600.0,
+    poll_s: float = 5.0,
+    env: dict[str, str] | None = None,
+) -> DvcResult:
     """`dvc <args>` in `root`; while another DVC process holds the project's locks, wait up to `lock_timeout_s`."""
     start = time.monotonic()
     deadline = start + lock_timeout_s
@@ -104,8 +122,10 @@ def run_dvc(args: list[str], root: Path, log: logging.Logger | logging.LoggerAda
             raise DvcError(f"`dvc {' '.join(args)}` failed in {root} (exit {rc}):\n{tail}")
         left = deadline - time.monotonic()
         if left <= 0:
-            blocker = "\n".join(lines[at:at + 3])  # DVC names the blocking process on the next line
-            raise DvcError(f"`dvc {' '.join(args)}`: {root} is still locked by another DVC process after "
-                           f"{lock_timeout_s:.0f} s (another flow run or dvc command?):\n{blocker}")
+            blocker = "\n".join(lines[at : at + 3])  # DVC names the blocking process on the next line
+            raise DvcError(
+                f"`dvc {' '.join(args)}`: {root} is still locked by another DVC process after "
+                f"{lock_timeout_s:.0f} s (another flow run or dvc command?):\n{blocker}"
+            )
         log.warning("another DVC process is working on %s; waiting for its lock (%.0f s left)", root, left)
         time.sleep(min(poll_s, max(left, 0.1)))

@@ -1,4 +1,5 @@
 """Per-run overrides of params.yaml: checked against the pipeline's own schema, then handed to DVC as `-S`."""
+
 from __future__ import annotations
 
 import copy

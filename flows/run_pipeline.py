@@ -6,6 +6,7 @@ directory `prefect deploy` ran in).
 
 Without PREFECT_API_URL the flow runs on a temporary local Prefect server. See docs/orchestration.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.artifacts import pipeline_markdown, read_json_at
 from flows.dvc_commands import project_root, stage_order
 from flows.overrides import effective_config, parse_assignment, parse_value
-from pipeline.layout import DatasetLayout
 from flows.tasks import experiment_name, run_experiment, slug, stage_task
+from pipeline.layout import DatasetLayout
 
 
 @flow(name="pipeline")
@@ -42,23 +43,40 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
         for stage in stage_order(root):
             outcomes[stage] = stage_task(stage)(stage, root, lock_timeout_s)
     ran = [s for s, o in outcomes.items() if o == "ran"]
-    log.info("ran: %s; not recomputed: %s", ", ".join(ran) or "nothing",
-             ", ".join(s for s in outcomes if s not in ran) or "nothing")
+    log.info(
+        "ran: %s; not recomputed: %s",
+        ", ".join(ran) or "nothing",
+        ", ".join(s for s in outcomes if s not in ran) or "nothing",
+    )
     data = DatasetLayout.of(name)  # relative to the project, as DVC names its files
     metrics = read_json_at(root, data.metrics, experiment)
     mlflow = read_json_at(root, data.mlflow_record, experiment)
-    create_markdown_artifact(pipeline_markdown(name, outcomes, metrics, mlflow, experiment, overrides),
-                             key=slug(f"pipeline-{name}"), description=f"pipeline run on {name}")
-    return {"project": str(root), "experiment": experiment, "stages": outcomes, "metrics": metrics,
-            "mlflow": mlflow}
+    create_markdown_artifact(
+        pipeline_markdown(name, outcomes, metrics, mlflow, experiment, overrides),
+        key=slug(f"pipeline-{name}"),
+        description=f"pipeline run on {name}",
+    )
+    return {"project": str(root), "experiment": experiment, "stages": outcomes, "metrics": metrics, "mlflow": mlflow}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], type=parse_assignment,
-                    metavar="KEY=VALUE", help="override a params.yaml value for this run only (repeatable)")
-    ap.add_argument("--lock-timeout", type=float, default=3600.0,
-                    help="seconds to wait while another DVC process holds the project's lock")
+    ap.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=parse_assignment,
+        metavar="KEY=VALUE",
+        help="override a params.yaml value for this run only (repeatable)",
+    )
+    ap.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait while another DVC process holds the project's lock",
+    )
     args = ap.parse_args(argv)
     pipeline(overrides={key: parse_value(value) for key, value in args.overrides}, lock_timeout_s=args.lock_timeout)
 

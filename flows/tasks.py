@@ -1,4 +1,5 @@
 """The flows' Prefect tasks: one DVC stage in the workspace, or one DVC experiment."""
+
 from __future__ import annotations
 
 import re
@@ -55,13 +56,16 @@ def stage_task(stage: str):
 def _require_commit(root: Path) -> None:
     done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root, capture_output=True)
     if done.returncode != 0:
-        raise DvcError(f"parameter overrides run as DVC experiments, which start from the last git commit: "
-                       f"make {root} a git repository with at least one commit")
+        raise DvcError(
+            f"parameter overrides run as DVC experiments, which start from the last git commit: "
+            f"make {root} a git repository with at least one commit"
+        )
 
 
 @task(task_run_name="experiment {name}", cache_policy=NO_CACHE)
-def run_experiment(name: str, overrides: dict[str, Any], targets: list[str], root: Path,
-                   lock_timeout_s: float) -> dict[str, str]:
+def run_experiment(
+    name: str, overrides: dict[str, Any], targets: list[str], root: Path, lock_timeout_s: float
+) -> dict[str, str]:
     """`dvc exp run --temp -S ...`: the run happens in a temporary copy of the project, so params.yaml, dvc.lock
     and the workspace stay as they are; the experiment keeps its own dvc.lock, params and metrics in git
     (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored."""

@@ -1,5 +1,6 @@
 """What every command-line entry point shares: logging, the --params option, and turning bad input into a
 one-line message with exit status 2 instead of a traceback."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,11 +8,11 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pipeline.config import ConfigError
-from pipeline.files import log, write_json
+from pipeline.files import write_json
 from pipeline.layout import PARAMS_FILE
 
 

@@ -2,10 +2,11 @@
 
 No key has a default here: params.yaml is the one place a value is set, so a missing key is an error, not a
 silent fallback to a value written in code."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,8 +25,8 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     url: str = Field(min_length=1)
-    sha256: Optional[str] = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    size: Optional[int] = Field(gt=0)
+    sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    size: int | None = Field(gt=0)
 
 
 class SplitConfig(_Strict):
@@ -45,7 +46,7 @@ class SplitConfig(_Strict):
 class BackboneConfig(_Strict):
     name: Literal["mobilenet"]
     alpha: Literal[0.25, 0.5, 0.75, 1.0]
-    weights: Optional[Literal["imagenet"]]
+    weights: Literal["imagenet"] | None
     image_size: int = Field(ge=32, le=1024)
 
 
@@ -56,11 +57,11 @@ class ExtractConfig(_Strict):
 
 class DenseConfig(_Strict):
     units: int = Field(ge=1, le=65536)
-    activation: Optional[Literal["relu", "gelu", "tanh", "elu", "selu", "swish"]]
+    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] | None
     dropout: float = Field(ge=0, lt=1)
     learning_rate: float = Field(gt=0, le=1)
     epochs: int = Field(ge=1, le=10000)
-    patience: Optional[int] = Field(ge=1)  # epochs without val_loss improvement before stopping
+    patience: int | None = Field(ge=1)  # epochs without val_loss improvement before stopping
     batch_size: int = Field(ge=1, le=65536)
     seed: int
     class_weight: Literal["none", "balanced"]  # balanced: rare classes weigh more in the loss
@@ -76,7 +77,7 @@ class FinetuneConfig(_Strict):
     unfreeze_blocks: int = Field(ge=0, le=13)
     learning_rate: float = Field(gt=0, le=1)
     epochs: int = Field(ge=1, le=10000)
-    patience: Optional[int] = Field(ge=1)
+    patience: int | None = Field(ge=1)
     batch_size: int = Field(ge=1, le=4096)
     seed: int
     class_weight: Literal["none", "balanced"]

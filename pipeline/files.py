@@ -1,4 +1,5 @@
 """File helpers shared by every stage: atomic writes (with clean-up after killed runs), JSON and CSV, hashing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 log = logging.getLogger("pipeline")
 

@@ -4,6 +4,7 @@ Two users: the served model ships exactly the code its module needs (tracking/se
 that each DVC stage's code deps in dvc.yaml cover what the stage imports, so editing code always re-runs the
 stages that run it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,11 @@ def module_file(module: str, root: Path = PROJECT) -> Path | None:
 def _packages_of(path: Path, root: Path) -> list[Path]:
     """The __init__.py files Python runs before `path`'s module: one per enclosing package."""
     parts = path.relative_to(root).parts[:-1]
-    return [root.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)
-            if root.joinpath(*parts[:i], "__init__.py").is_file()]
+    return [
+        root.joinpath(*parts[:i], "__init__.py")
+        for i in range(1, len(parts) + 1)
+        if root.joinpath(*parts[:i], "__init__.py").is_file()
+    ]
 
 
 def local_imports(path: Path, root: Path = PROJECT) -> set[Path]:

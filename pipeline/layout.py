@@ -3,6 +3,7 @@
 dvc.yaml spells the same paths with `${data.name}` (a test checks that the two agree); flows, the predict
 command and the tests take them from here. Imports nothing heavy, so orchestration code can use it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

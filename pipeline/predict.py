@@ -9,6 +9,7 @@ TensorFlow would misread it, by the same code as prepare (pipeline/data/images.p
 input pipeline and averaged with its mirror image when evaluate.tta_flip is set, as evaluate does. A file that
 can't be used gets an error line and the others are still predicted; the exit status is then 1.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -24,7 +25,7 @@ from pipeline.config import BackboneConfig, Config, load_config
 from pipeline.data.images import IMAGE_SUFFIXES
 from pipeline.files import read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
-from pipeline.model.predictor import Prediction, Predictor, PredictError, predictor_for
+from pipeline.model.predictor import PredictError, Prediction, Predictor, predictor_for
 from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
@@ -35,15 +36,17 @@ def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
     """A train_dense / train_finetune output folder: model.keras, class names from summary.json."""
     model_file, summary = model_dir / MODEL_FILE, model_dir / SUMMARY_FILE
     if not (model_file.is_file() and summary.is_file()):
-        raise PredictError(f"{model_dir}: no {MODEL_FILE} + {SUMMARY_FILE} there; train one (dvc repro) or give "
-                           f"--model-dir / --model-uri")
+        raise PredictError(
+            f"{model_dir}: no {MODEL_FILE} + {SUMMARY_FILE} there; train one (dvc repro) or give "
+            f"--model-dir / --model-uri"
+        )
     model = keras.models.load_model(model_file, compile=False)  # inference only: no optimizer state
     return predictor_for(model, read_json(summary)["classes"], cfg.backbone, cfg.evaluate.tta_flip)
 
 
 def from_model_uri(uri: str) -> Predictor:
-    """An MLflow model: the served pyfunc model (pipeline/tracking/served.py) or a Keras model logged by the track stage,
-    whose run holds the class names (summary.json) and the params it was trained with."""
+    """An MLflow model: the served pyfunc model (pipeline/tracking/served.py) or a Keras model logged by the track
+    stage, whose run holds the class names (summary.json) and the params it was trained with."""
     import mlflow
 
     store = tracking_uri()
@@ -54,18 +57,25 @@ def from_model_uri(uri: str) -> Predictor:
         if "keras" not in info.flavors:
             wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
             if not isinstance(getattr(wrapper, "predictor", None), Predictor):
-                raise PredictError(f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/tracking/served.py")
+                raise PredictError(
+                    f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/tracking/served.py"
+                )
             return wrapper.predictor
         params = mlflow.MlflowClient().get_run(info.run_id).data.params
         with tempfile.TemporaryDirectory() as tmp:
-            classes = read_json(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=SUMMARY_FILE,
-                                                                   dst_path=tmp))["classes"]
+            classes = read_json(
+                mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=SUMMARY_FILE, dst_path=tmp)
+            )["classes"]
         model = mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as err:
         raise PredictError(f"{uri}: {err.message}") from None
     try:  # run params are strings
-        backbone = BackboneConfig(name=params["backbone.name"], alpha=float(params["backbone.alpha"]), image_size=int(params["backbone.image_size"]),
-                                  weights=None if params["backbone.weights"] == "None" else params["backbone.weights"])
+        backbone = BackboneConfig(
+            name=params["backbone.name"],
+            alpha=float(params["backbone.alpha"]),
+            image_size=int(params["backbone.image_size"]),
+            weights=None if params["backbone.weights"] == "None" else params["backbone.weights"],
+        )
     except KeyError as key:
         raise PredictError(f"{uri}: its run has no parameter {key}: log params.yaml with the model") from None
     return predictor_for(model, classes, backbone, params.get("evaluate.tta_flip", "True") == "True")
@@ -96,8 +106,11 @@ def collect(inputs: list[str], download_dir: Path) -> list[Prediction | tuple[st
                 items.append(Prediction(arg, error="folder holds no files"))
             for f in files:
                 ok = f.suffix.lower() in IMAGE_SUFFIXES
-                items.append((str(f), f) if ok else Prediction(str(f), error=f"unsupported file type "
-                                                                              f"({f.suffix or 'no suffix'})"))
+                items.append(
+                    (str(f), f)
+                    if ok
+                    else Prediction(str(f), error=f"unsupported file type ({f.suffix or 'no suffix'})")
+                )
         else:
             items.append((arg, path))  # missing or unreadable files: check_image says why
     return items
@@ -112,13 +125,14 @@ def line(p: Prediction) -> str:
     return f"{p.source}\terror: {p.error}" if p.error else f"{p.source}\t{p.label}\t{p.probability:.4f}"
 
 
-def write_csv(path: Path, predictions: list[Prediction], classes: list[str]) -> None:
+def write_predictions(path: Path, predictions: list[Prediction], classes: list[str]) -> None:
     """source, class, probability, error, then one probability column per class (prob_<class>)."""
     rows = []
     for p in predictions:
         probs = [f"{p.probabilities[c]:.6f}" for c in classes] if p.probabilities else [""] * len(classes)
-        rows.append([p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}",
-                     p.error or "", *probs])
+        rows.append(
+            [p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.error or "", *probs]
+        )
     write_csv(path, ["source", "class", "probability", "error", *(f"prob_{c}" for c in classes)], rows)
 
 
@@ -126,10 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__, "data.name, backbone, evaluate.tta_flip")
     ap.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or http(s) URLs")
     model = ap.add_mutually_exclusive_group()
-    model.add_argument("--model-dir", type=Path, help="a train_finetune or train_dense output folder "
-                                                     "(default: data/<data.name>/models/finetune)")
-    model.add_argument("--model-uri", help="an MLflow model, e.g. models:/<name>-classifier@champion; store: "
-                                           "MLFLOW_TRACKING_URI, else the project's mlflow.db")
+    model.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a train_finetune or train_dense output folder (default: data/<data.name>/models/finetune)",
+    )
+    model.add_argument(
+        "--model-uri",
+        help="an MLflow model, e.g. models:/<name>-classifier@champion; store: "
+        "MLFLOW_TRACKING_URI, else the project's mlflow.db",
+    )
     ap.add_argument("--csv", type=Path, help="also write the predictions to this CSV file")
     args = ap.parse_args(argv)
     setup_logging()
@@ -142,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in predictions:
         print(line(p), flush=True)
     if args.csv:
-        write_csv(args.csv, predictions, predictor.classes)
+        write_predictions(args.csv, predictions, predictor.classes)
     failed = sum(1 for p in predictions if p.error)
     if failed:
         print(f"{failed} of {len(predictions)} input(s) could not be predicted", file=sys.stderr)

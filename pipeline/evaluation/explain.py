@@ -5,6 +5,7 @@ Grad-CAM (Selvaraju et al., 2017): the last conv block's activation maps (conv_p
 output), each weighted by the spatial mean of the gradient of the predicted class's score, summed, the positive
 part scaled to [0, 1]. The score is taken before the sigmoid / softmax, whose saturation would flatten it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from pipeline.model.inputs import load_image
 from pipeline.config import EvaluateConfig
 from pipeline.evaluation.plots import plt, save_figure
+from pipeline.model.inputs import load_image
 
 LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
@@ -35,22 +36,28 @@ class GradCam:
 
 def gradcam_parts(model: keras.Model) -> GradCam:
     """Split a chain [augmentation, preprocessing] -> MobileNet base -> head, as built by model/heads.py
-    (build_finetune_model, dense_on_images). Nested models are called layer by layer: Keras 3 gives no handle on a nested
-    model's tensors from the outer graph."""
+    (build_finetune_model, dense_on_images). Nested models are called layer by layer: Keras 3 gives no handle on a
+    nested model's tensors from the outer graph."""
     # Augmentation (Random* layers) is identity at inference, but active by default when called: leave it out.
-    layers = [layer for layer in model.layers
-              if not isinstance(layer, keras.layers.InputLayer) and not type(layer).__name__.startswith("Random")]
-    at = next((i for i, layer in enumerate(layers)
-               if isinstance(layer, keras.Model) and layer.layers[-1].name == LAST_CONV), None)
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and not type(layer).__name__.startswith("Random")
+    ]
+    at = next(
+        (i for i, layer in enumerate(layers) if isinstance(layer, keras.Model) and layer.layers[-1].name == LAST_CONV),
+        None,
+    )
     if at is None:
         raise ValueError(f"model {model.name!r} has no MobileNet base ending in {LAST_CONV}")
-    tail = [sub for layer in layers[at + 1:] for sub in (layer.layers if isinstance(layer, keras.Sequential) else
-                                                         [layer])]
+    tail = [
+        sub for layer in layers[at + 1 :] for sub in (layer.layers if isinstance(layer, keras.Sequential) else [layer])
+    ]
     if not tail or not isinstance(tail[-1], keras.layers.Dense):
         raise ValueError(f"model {model.name!r} does not end in a Dense output layer")
     image = keras.Input(model.inputs[0].shape[1:])
     x = image
-    for layer in layers[:at + 1]:
+    for layer in layers[: at + 1]:
         x = layer(x)
     activations = keras.Input(x.shape[1:])
     h = activations
@@ -66,8 +73,8 @@ def heatmaps(parts: GradCam, images: np.ndarray, class_idx: np.ndarray) -> np.nd
     """(n, h, w) maps in [0, 1] on the conv grid: where image i supports class class_idx[i]."""
     out = []
     for start in range(0, len(images), BATCH):
-        conv = parts.conv(tf.convert_to_tensor(images[start:start + BATCH], tf.float32), training=False)
-        idx = tf.constant(class_idx[start:start + BATCH], tf.int32)
+        conv = parts.conv(tf.convert_to_tensor(images[start : start + BATCH], tf.float32), training=False)
+        idx = tf.constant(class_idx[start : start + BATCH], tf.int32)
         with tf.GradientTape() as tape:
             tape.watch(conv)
             scores = parts.scores(conv, training=False)
@@ -122,23 +129,37 @@ def _pixels(paths: list[str], idx: np.ndarray, size: int) -> np.ndarray:
     return np.stack([load_image(paths[i], size).numpy() for i in idx]) if len(idx) else np.zeros((0, size, size, 3))
 
 
-def _gradcam_figure(parts: GradCam, paths: list[str], y: np.ndarray, p: np.ndarray, classes: list[str], size: int,
-                    per_class: int) -> plt.Figure:
+def _gradcam_figure(
+    parts: GradCam, paths: list[str], y: np.ndarray, p: np.ndarray, classes: list[str], size: int, per_class: int
+) -> plt.Figure:
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     shown = range(min(len(classes), MAX_CLASSES_SHOWN))
     rows = []
     for c in shown:
         idx = np.flatnonzero(y == c)[:per_class]
         images = _pixels(paths, idx, size)
-        rows.append([(overlay(img, cam), f"{classes[pred[i]]} {conf[i]:.2f}", pred[i] == y[i])
-                     for i, img, cam in zip(idx, images, heatmaps(parts, images, pred[idx]))])
+        rows.append(
+            [
+                (overlay(img, cam), f"{classes[pred[i]]} {conf[i]:.2f}", pred[i] == y[i])
+                for i, img, cam in zip(idx, images, heatmaps(parts, images, pred[idx]))
+            ]
+        )
     more = f" (first {len(shown)} of {len(classes)} classes)" if len(classes) > len(shown) else ""
-    return _figure(rows, f"finetune: Grad-CAM of the predicted class, rows = true class{more}",
-                   [classes[c] for c in shown])
+    return _figure(
+        rows, f"finetune: Grad-CAM of the predicted class, rows = true class{more}", [classes[c] for c in shown]
+    )
 
 
-def _misclassified_figure(head: str, parts: GradCam | None, paths: list[str], y: np.ndarray, p: np.ndarray,
-                          classes: list[str], size: int, limit: int) -> plt.Figure:
+def _misclassified_figure(
+    head: str,
+    parts: GradCam | None,
+    paths: list[str],
+    y: np.ndarray,
+    p: np.ndarray,
+    classes: list[str],
+    size: int,
+    limit: int,
+) -> plt.Figure:
     """The `limit` most confidently wrong images, Grad-CAM overlaid when `parts` is given."""
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     wrong = np.flatnonzero(pred != y)
@@ -146,15 +167,26 @@ def _misclassified_figure(head: str, parts: GradCam | None, paths: list[str], y:
     images = _pixels(paths, idx, size)
     if parts is not None:
         images = [overlay(img, cam) for img, cam in zip(images, heatmaps(parts, images, pred[idx]))]
-    cells = [(np.asarray(img, np.uint8), f"{classes[y[i]]} → {classes[pred[i]]} {conf[i]:.2f}", False)
-             for i, img in zip(idx, images)]
-    title = (f"{head}: {len(wrong)} of {len(y)} test images misclassified (true → predicted)"
-             + (f", the {len(cells)} most confident shown" if len(cells) < len(wrong) else ""))
-    return _figure([cells[i:i + GALLERY_COLUMNS] for i in range(0, len(cells), GALLERY_COLUMNS)], title)
+    cells = [
+        (np.asarray(img, np.uint8), f"{classes[y[i]]} → {classes[pred[i]]} {conf[i]:.2f}", False)
+        for i, img in zip(idx, images)
+    ]
+    title = f"{head}: {len(wrong)} of {len(y)} test images misclassified (true → predicted)" + (
+        f", the {len(cells)} most confident shown" if len(cells) < len(wrong) else ""
+    )
+    return _figure([cells[i : i + GALLERY_COLUMNS] for i in range(0, len(cells), GALLERY_COLUMNS)], title)
 
 
-def write_explanations(plots: Path, model: keras.Model, paths: list[str], y: np.ndarray,
-                       probs: dict[str, np.ndarray], classes: list[str], size: int, cfg: EvaluateConfig) -> list[Path]:
+def write_explanations(
+    plots: Path,
+    model: keras.Model,
+    paths: list[str],
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    classes: list[str],
+    size: int,
+    cfg: EvaluateConfig,
+) -> list[Path]:
     """gradcam_finetune.png (explain_per_class test images of each class) and misclassified_<head>.png (the
     misclassified_max most confidently wrong, Grad-CAM overlaid for the fine-tuned `model`) under `plots`."""
     if not (cfg.explain_per_class or cfg.misclassified_max):
@@ -162,12 +194,14 @@ def write_explanations(plots: Path, model: keras.Model, paths: list[str], y: np.
     parts = gradcam_parts(model)
     figures = {}
     if cfg.explain_per_class:
-        figures["gradcam_finetune"] = _gradcam_figure(parts, paths, y, probs["finetune"], classes, size,
-                                                      cfg.explain_per_class)
+        figures["gradcam_finetune"] = _gradcam_figure(
+            parts, paths, y, probs["finetune"], classes, size, cfg.explain_per_class
+        )
     if cfg.misclassified_max:
         for head, p in probs.items():
             figures[f"misclassified_{head}"] = _misclassified_figure(
-                head, parts if head == "finetune" else None, paths, y, p, classes, size, cfg.misclassified_max)
+                head, parts if head == "finetune" else None, paths, y, p, classes, size, cfg.misclassified_max
+            )
     for name, fig in figures.items():
         save_figure(fig, plots / f"{name}.png")
     return [plots / f"{name}.png" for name in figures]

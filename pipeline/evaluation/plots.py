@@ -1,4 +1,5 @@
 """Evaluation plots: PNGs for people and MLflow, CSVs for `dvc plots show`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,18 +20,23 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def write_plots(out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str],
-                histories: dict[str, Path]) -> list[Path]:
+def write_plots(
+    out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], histories: dict[str, Path]
+) -> list[Path]:
     """Confusion matrices, ROC curves (binary) and training curves under out_dir/plots/."""
     plots = out_dir / "plots"
     written = []
     for head, p in probs.items():
         pred = p.argmax(axis=1)
-        write_csv(plots / f"predictions_{head}.csv", ["actual", "predicted"],
-             [(classes[a], classes[b]) for a, b in zip(y, pred)])
+        write_csv(
+            plots / f"predictions_{head}.csv",
+            ["actual", "predicted"],
+            [(classes[a], classes[b]) for a, b in zip(y, pred)],
+        )
         fig, ax = plt.subplots(figsize=(4 + len(classes) * 0.4, 4 + len(classes) * 0.4))
-        ConfusionMatrixDisplay.from_predictions(y, pred, labels=list(range(len(classes))), display_labels=classes,
-                                                ax=ax, colorbar=False, xticks_rotation=45)
+        ConfusionMatrixDisplay.from_predictions(
+            y, pred, labels=list(range(len(classes))), display_labels=classes, ax=ax, colorbar=False, xticks_rotation=45
+        )
         ax.set_title(f"{head}: confusion matrix (test)")
         save_figure(fig, plots / f"confusion_{head}.png")
         written.append(plots / f"confusion_{head}.png")

@@ -6,6 +6,7 @@ training summaries, the class balance of the data and every evaluation plot, inl
 
 evaluate writes it as <reports>/report.html; this command rebuilds it from the files.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,13 +17,29 @@ from pathlib import Path
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_manifest
 from pipeline.files import read_json, write_text
-from pipeline.layout import (HEADS, METRIC_NAMES, METRICS_FILE, QUARANTINE_FILE, REPORT_FILE, SPLITS, SUMMARY_FILE,
-                             SUMMARY_METRICS)
+from pipeline.layout import (
+    HEADS,
+    METRIC_NAMES,
+    METRICS_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    SPLITS,
+    SUMMARY_FILE,
+    SUMMARY_METRICS,
+)
 
 METRICS = ("n", *METRIC_NAMES)
 SUMMARY = (*SUMMARY_METRICS, "class_weight")
-PLOT_ORDER = ("curves_dense", "curves_finetune", "confusion_dense", "confusion_finetune", "roc", "gradcam_finetune",
-              "misclassified_dense", "misclassified_finetune")  # then any other PNG, by name
+PLOT_ORDER = (
+    "curves_dense",
+    "curves_finetune",
+    "confusion_dense",
+    "confusion_finetune",
+    "roc",
+    "gradcam_finetune",
+    "misclassified_dense",
+    "misclassified_finetune",
+)  # then any other PNG, by name
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.warn{color:#b00}
@@ -48,22 +65,32 @@ def _data_section(manifest: Path) -> str:
     counts = Counter((r.label, r.split) for r in rows)
     classes = sorted({r.label for r in rows})
     ratio = imbalance_ratio({c: counts[(c, "train")] for c in classes})
-    note = (f'<p class="warn">Imbalanced: {ratio:.2f}× more train images in the largest class than in the '
-            f"smallest; consider dense.class_weight / finetune.class_weight: balanced.</p>"
-            if ratio > IMBALANCE_WARNING else f"<p>Imbalance ratio (largest / smallest train class): {ratio:.2f}</p>")
+    note = (
+        f'<p class="warn">Imbalanced: {ratio:.2f}× more train images in the largest class than in the '
+        f"smallest; consider dense.class_weight / finetune.class_weight: balanced.</p>"
+        if ratio > IMBALANCE_WARNING
+        else f"<p>Imbalance ratio (largest / smallest train class): {ratio:.2f}</p>"
+    )
     quarantine = manifest.parent / QUARANTINE_FILE
     dropped = sum(1 for _ in quarantine.open()) - 1 if quarantine.exists() else 0
-    return (f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
-            f"(prepared/{QUARANTINE_FILE}).</p>"
-            + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes]) + note)
+    return (
+        f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
+        f"(prepared/{QUARANTINE_FILE}).</p>"
+        + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes])
+        + note
+    )
 
 
 def _plots_section(plots: Path) -> str:
-    files = sorted(plots.glob("*.png"), key=lambda f: (PLOT_ORDER.index(f.stem) if f.stem in PLOT_ORDER
-                                                      else len(PLOT_ORDER), f.name))
-    figures = [f'<figure><img alt="{escape(f.stem)}" src="data:image/png;base64,'
-               f'{base64.b64encode(f.read_bytes()).decode("ascii")}"><figcaption>{escape(f.name)}</figcaption></figure>'
-               for f in files]
+    files = sorted(
+        plots.glob("*.png"),
+        key=lambda f: (PLOT_ORDER.index(f.stem) if f.stem in PLOT_ORDER else len(PLOT_ORDER), f.name),
+    )
+    figures = [
+        f'<figure><img alt="{escape(f.stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(f.read_bytes()).decode("ascii")}"><figcaption>{escape(f.name)}</figcaption></figure>'
+        for f in files
+    ]
     return "<h2>Plots</h2>" + "".join(figures)
 
 
@@ -71,27 +98,39 @@ def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = N
     metrics = read_json(reports / METRICS_FILE)
     heads = list(metrics)
     classes = list(next(iter(metrics.values()))["per_class"])
-    parts = [f"<h1>Evaluation report: <code>{escape(str(reports))}</code></h1>",
-             f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>"]
+    parts = [
+        f"<h1>Evaluation report: <code>{escape(str(reports))}</code></h1>",
+        f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>",
+    ]
     if manifest:
         parts.append(_data_section(manifest))
-    parts += ["<h2>Test metrics</h2>", table(["head", *METRICS], [[h, *(metrics[h].get(k) for k in METRICS)]
-                                                                  for h in heads])]
+    parts += [
+        "<h2>Test metrics</h2>",
+        table(["head", *METRICS], [[h, *(metrics[h].get(k) for k in METRICS)] for h in heads]),
+    ]
     for h in heads:
         per = metrics[h]["per_class"]
-        parts += [f"<h3>{escape(h)}: per class</h3>",
-                  table(["class", "precision", "recall", "f1", "support"],
-                        [[c, *(per[c][k] for k in ("precision", "recall", "f1", "support"))] for c in classes]),
-                  f"<h3>{escape(h)}: confusion matrix (rows: true, columns: predicted)</h3>",
-                  table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h]["confusion_matrix"])])]
+        parts += [
+            f"<h3>{escape(h)}: per class</h3>",
+            table(
+                ["class", "precision", "recall", "f1", "support"],
+                [[c, *(per[c][k] for k in ("precision", "recall", "f1", "support"))] for c in classes],
+            ),
+            f"<h3>{escape(h)}: confusion matrix (rows: true, columns: predicted)</h3>",
+            table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h]["confusion_matrix"])]),
+        ]
     summaries = {h: read_json(d / SUMMARY_FILE) for h, d in model_dirs.items() if (d / SUMMARY_FILE).exists()}
     if summaries:
-        parts += ["<h2>Training (validation split)</h2>",
-                  table(["head", *SUMMARY], [[h, *(s.get(k) for k in SUMMARY)] for h, s in summaries.items()])]
+        parts += [
+            "<h2>Training (validation split)</h2>",
+            table(["head", *SUMMARY], [[h, *(s.get(k) for k in SUMMARY)] for h, s in summaries.items()]),
+        ]
     if (reports / "plots").is_dir():
         parts.append(_plots_section(reports / "plots"))
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def write_report(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> Path:

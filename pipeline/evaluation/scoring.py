@@ -1,4 +1,5 @@
 """Scoring predictions: metrics.json and the plots, the same for the test split and any other labelled folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,9 @@ from pipeline.files import log, write_json
 from pipeline.layout import METRICS_FILE
 
 
-def score(y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], out_dir: Path,
-          histories: dict[str, Path]) -> dict:
+def score(
+    y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], out_dir: Path, histories: dict[str, Path]
+) -> dict:
     """Metrics of each head's probabilities against labels `y`, written to out_dir/metrics.json with the plots
     (training curves from `histories`, head -> history.csv, where given)."""
     metrics = {head: classification_metrics(y, p, classes) for head, p in probs.items()}

@@ -1,4 +1,5 @@
 """The pretrained MobileNet conv base: loading it (offline too), its input scaling, and its blocks for fine-tuning."""
+
 from __future__ import annotations
 
 import keras
@@ -17,7 +18,10 @@ def conv_base(cfg: BackboneConfig) -> keras.Model:
     size = cfg.image_size
     try:
         return keras.applications.MobileNet(
-            input_shape=(size, size, 3), alpha=cfg.alpha, include_top=False, weights=cfg.weights,
+            input_shape=(size, size, 3),
+            alpha=cfg.alpha,
+            include_top=False,
+            weights=cfg.weights,
             name=BASE_NAME,
         )
     except Exception as err:  # keras raises a bare Exception when the weights URL can't be fetched

@@ -1,4 +1,5 @@
 """Where the models run: the GPU(s) TensorFlow sees, else the CPU; whether XLA pays off there."""
+
 from __future__ import annotations
 
 import tensorflow as tf

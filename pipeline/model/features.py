@@ -5,11 +5,13 @@ batch; each batch's features are appended to an .npy file as they come (memory s
 dataset size; no memmap, whose written pages would count in the process's memory). Stored as float16
 (MobileNet's ReLU6 outputs lie in [0, 6]: half precision loses nothing that matters).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import keras
 import numpy as np
@@ -41,23 +43,36 @@ def feature_function(base: keras.Model, strategy: tf.distribute.Strategy, mirror
 
     def features(batch) -> tuple[np.ndarray, ...]:
         # each replica's part, in replica order (= batch order); no cross-device gather needed on the host
-        return tuple(np.concatenate([part.numpy().astype(FEATURE_DTYPE)
-                                     for part in strategy.experimental_local_results(out)]) for out in run(batch))
+        return tuple(
+            np.concatenate([part.numpy().astype(FEATURE_DTYPE) for part in strategy.experimental_local_results(out)])
+            for out in run(batch)
+        )
 
     return features
 
 
 def _npy_writer(path: Path, n: int, shape: tuple[int, ...]) -> BinaryIO:
     """An .npy file of n rows whose data the caller appends row-major, batch by batch."""
-    f = open(path, "wb")
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(FEATURE_DTYPE)), "fortran_order": False,
-              "shape": (n, *shape)}
+    f = open(path, "wb")  # noqa: SIM115 - closed by stream_features once every batch is written
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(FEATURE_DTYPE)),
+        "fortran_order": False,
+        "shape": (n, *shape),
+    }
     np.lib.format.write_array_header_1_0(f, header)
     return f
 
 
-def stream_features(features: Features, strategy: tf.distribute.Strategy, paths: list[str], outs: list[Path],
-                    shape: tuple[int, ...], size: int, batch_size: int, desc: str) -> float:
+def stream_features(
+    features: Features,
+    strategy: tf.distribute.Strategy,
+    paths: list[str],
+    outs: list[Path],
+    shape: tuple[int, ...],
+    size: int,
+    batch_size: int,
+    desc: str,
+) -> float:
     """Write `features` of `paths` (one output per element of its result) into `outs`; return images per second."""
     ds = strategy.experimental_distribute_dataset(image_dataset(paths, None, size, batch_size))
     files = [_npy_writer(out, len(paths), shape) for out in outs]

@@ -1,5 +1,6 @@
 """Every model architecture of the pipeline: the dense head on cached features, the fine-tuning model (MobileNet
 with its top blocks trainable, augmentation, the trained head on top), and the dense head on raw images."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """Class probabilities from a model's output, for cached features or image files, with test-time mirroring."""
+
 from __future__ import annotations
 
 import keras
@@ -15,8 +16,7 @@ def probabilities(model: keras.Model, x, n_classes: int) -> np.ndarray:
     return np.concatenate([1 - p, p], axis=1) if n_classes == 2 else p
 
 
-def image_probabilities(model: keras.Model, paths: list[str], n_classes: int, size: int,
-                        tta_flip: bool) -> np.ndarray:
+def image_probabilities(model: keras.Model, paths: list[str], n_classes: int, size: int, tta_flip: bool) -> np.ndarray:
     """Probabilities for image files, decoded and resized exactly as for training; with `tta_flip`
     (evaluate.tta_flip) the mean with the prediction for the mirrored images."""
     probs = probabilities(model, image_dataset(paths, None, size, BATCH), n_classes)

@@ -1,5 +1,6 @@
 """The image input pipeline every model sees (extract, fine-tune, evaluate, predict, Grad-CAM): decode, resize,
 optionally mirror, batch; and the same batching for in-memory arrays."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(image, (size, size))  # float32 in [0, 255]
 
 
-def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_size: int,
-                  shuffle_seed: int | None = None, flip: bool = False) -> tf.data.Dataset:
+def image_dataset(
+    paths: list[str],
+    labels: list[int] | None,
+    size: int,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    flip: bool = False,
+) -> tf.data.Dataset:
     """Parallel decode + resize (+ horizontal flip), batched and prefetched; yields (images, labels) or images.
 
     Fixed parallelism (every core) and two batches of prefetch, tf.data's autotuner off: decoding runs ~20x
@@ -34,8 +41,9 @@ def image_dataset(paths: list[str], labels: list[int] | None, size: int, batch_s
     else:
         ds = ds.map(lambda p: load_image(p, size), num_parallel_calls=cores)
     if flip:
-        ds = ds.map(lambda x, *y: (tf.reverse(x, axis=[1]), *y) if y else tf.reverse(x, axis=[1]),
-                    num_parallel_calls=cores)
+        ds = ds.map(
+            lambda x, *y: (tf.reverse(x, axis=[1]), *y) if y else tf.reverse(x, axis=[1]), num_parallel_calls=cores
+        )
     return without_autotune(ds.batch(batch_size).prefetch(2))
 
 

@@ -1,5 +1,6 @@
 """A model that takes raw pixels, with its class names and test-time mirroring: what predict and the served
 model run. Each file is decoded, and converted where TensorFlow would misread it, by the same code as prepare."""
+
 from __future__ import annotations
 
 import tempfile
@@ -57,8 +58,9 @@ class Predictor:
                 probs = image_probabilities(self.model, paths, len(self.classes), self.image_size, self.tta_flip)
                 for (i, _), p in zip(readable, probs):
                     k = int(p.argmax())
-                    out[i] = Prediction(items[i][0], self.classes[k], float(p[k]),
-                                        {c: float(v) for c, v in zip(self.classes, p)})
+                    out[i] = Prediction(
+                        items[i][0], self.classes[k], float(p[k]), {c: float(v) for c, v in zip(self.classes, p)}
+                    )
         return out
 
 

@@ -1,5 +1,6 @@
 """What the two training stages share: the loss, the optimizer, class weights, best-epoch selection, and
 saving a trained model with its history and summary (byte-identical for the same weights)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def compile_for(model: keras.Model, learning_rate: float, n_classes: int) -> ker
 
 
 def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
-    """"balanced": n / (n_classes * count) per class, so every class weighs the same in the loss; "none": None."""
+    """ "balanced": n / (n_classes * count) per class, so every class weighs the same in the loss; "none": None."""
     if mode == "none":
         return None
     counts = np.bincount(labels, minlength=n_classes)
@@ -59,21 +60,31 @@ def save_model(model: keras.Model, path: Path) -> None:
         stamped.unlink()
 
 
-def save_training(model: keras.Model, history: keras.callbacks.History, out_dir: Path, classes: list[str],
-                  weights: dict[int, float] | None) -> dict:
+def save_training(
+    model: keras.Model,
+    history: keras.callbacks.History,
+    out_dir: Path,
+    classes: list[str],
+    weights: dict[int, float] | None,
+) -> dict:
     """Write model.keras, history.csv and summary.json atomically into `out_dir`; return the summary."""
     hist = history.history
     epochs = len(hist["loss"])
     best = int(np.argmin(hist["val_loss"]))
     summary = {
-        "classes": classes, "epochs_run": epochs, "best_epoch": best + 1,
+        "classes": classes,
+        "epochs_run": epochs,
+        "best_epoch": best + 1,
         "val_loss": round(float(hist["val_loss"][best]), 6),
         "val_accuracy": round(float(hist["val_accuracy"][best]), 6),
         "class_weight": weights and {classes[c]: w for c, w in weights.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / MODEL_FILE)
-    write_csv(out_dir / HISTORY_FILE, ["epoch", *HISTORY_KEYS],
-              [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)])
+    write_csv(
+        out_dir / HISTORY_FILE,
+        ["epoch", *HISTORY_KEYS],
+        [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)],
+    )
     write_json(out_dir / SUMMARY_FILE, summary)
     return summary

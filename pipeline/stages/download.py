@@ -4,6 +4,7 @@ Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archiv
 it is used instead of the network and verified the same way. The record of what was fetched (--info) is the
 same on every machine; where it was read from goes to the execution record (--execution), which nothing hashes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,9 @@
 """Stage 6: score both heads on the held-out test split (or on any labelled image folder).
 
-    python -m pipeline.stages.evaluate --features F --manifest M --dense D --finetune T --out reports/
-    python -m pipeline.stages.evaluate --dense D --finetune T --images other_folder/ --out other_reports/
+python -m pipeline.stages.evaluate --features F --manifest M --dense D --finetune T --out reports/
+python -m pipeline.stages.evaluate --dense D --finetune T --images other_folder/ --out other_reports/
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -25,8 +26,15 @@ from pipeline.model.heads import dense_on_images
 from pipeline.model.inference import image_probabilities, probabilities
 
 
-def evaluate(features: Path, manifest: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
-             backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
+def evaluate(
+    features: Path,
+    manifest: Path,
+    dense_dir: Path,
+    finetune_dir: Path,
+    out_dir: Path,
+    backbone: BackboneConfig,
+    cfg: EvaluateConfig,
+) -> dict:
     """Dense head on the cached test features, fine-tuned model on the test images."""
     classes = read_json(features / FEATURE_META_FILE)["classes"]
     n, size = len(classes), backbone.image_size
@@ -39,15 +47,21 @@ def evaluate(features: Path, manifest: Path, dense_dir: Path, finetune_dir: Path
         dense = (dense + probabilities(head, load_features(features, MIRRORED)[0], n)) / 2
     probs = {"dense": dense, "finetune": image_probabilities(finetuned, paths, n, size, cfg.tta_flip)}
     model_dirs = {"dense": dense_dir, "finetune": finetune_dir}
-    metrics = score(y_test, probs, classes, out_dir, {h: d / HISTORY_FILE for h, d in model_dirs.items()
-                                                       if (d / HISTORY_FILE).exists()})
+    metrics = score(
+        y_test,
+        probs,
+        classes,
+        out_dir,
+        {h: d / HISTORY_FILE for h, d in model_dirs.items() if (d / HISTORY_FILE).exists()},
+    )
     write_explanations(out_dir / "plots", finetuned, paths, y_test, probs, classes, size, cfg)
     write_report(out_dir, model_dirs, manifest)
     return metrics
 
 
-def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path,
-                    backbone: BackboneConfig, cfg: EvaluateConfig) -> dict:
+def evaluate_folder(
+    images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path, backbone: BackboneConfig, cfg: EvaluateConfig
+) -> dict:
     """Score both models on another folder of class sub-folders with the training class names."""
     classes = read_json(dense_dir / SUMMARY_FILE)["classes"]
     n, size = len(classes), backbone.image_size
@@ -62,8 +76,10 @@ def evaluate_folder(images: Path, dense_dir: Path, finetune_dir: Path, out_dir: 
             raise ValueError(f"{images}: class folders {unknown} are not among the model's classes {classes}")
         y = np.array([classes.index(u.label) for u in usable])
         paths = [str(u.read_from) for u in usable]
-        models = {"dense": dense_on_images(keras.models.load_model(dense_dir / MODEL_FILE), backbone),
-                  "finetune": keras.models.load_model(finetune_dir / MODEL_FILE)}
+        models = {
+            "dense": dense_on_images(keras.models.load_model(dense_dir / MODEL_FILE), backbone),
+            "finetune": keras.models.load_model(finetune_dir / MODEL_FILE),
+        }
         probs = {head: image_probabilities(m, paths, n, size, cfg.tta_flip) for head, m in models.items()}
         metrics = score(y, probs, classes, out_dir, {})
         write_explanations(out_dir / "plots", models["finetune"], paths, y, probs, classes, size, cfg)

@@ -5,6 +5,7 @@ from the same decoded batches, for test-time augmentation) and meta.json saying 
 Devices: the GPU when TensorFlow sees one, with XLA; several GPUs share each batch (extract.multi_gpu).
 Speed and memory: benchmarks/README.md; the measured img/s go to the execution record.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,13 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
     rows = read_manifest(manifest)
     classes = classes_of(rows)
     strategy = distribution(cfg.multi_gpu)
-    log.info("extracting %s features for %d images on %s (%d replica(s))", backbone.name, len(rows),
-             describe_devices(), strategy.num_replicas_in_sync)
+    log.info(
+        "extracting %s features for %d images on %s (%d replica(s))",
+        backbone.name,
+        len(rows),
+        describe_devices(),
+        strategy.num_replicas_in_sync,
+    )
     with strategy.scope():
         base = conv_base(backbone)
     shape = tuple(int(d) for d in base.output.shape[1:])
@@ -41,12 +47,23 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
             np.save(tmp / f"{split}.labels.npy", np.array([classes.index(r.label) for r in part], dtype=np.int32))
             mirrored = split == "test"  # its mirrored images too, from the same decoded batches
             outs = [tmp / f"{split}.npy"] + ([tmp / f"{MIRRORED}.npy"] if mirrored else [])
-            speed[split] = stream_features(both if mirrored else plain, strategy, [r.path for r in part], outs,
-                                           shape, backbone.image_size, cfg.batch_size,
-                                           f"extract {split}" + (" (+ mirrored)" if mirrored else ""))
+            speed[split] = stream_features(
+                both if mirrored else plain,
+                strategy,
+                [r.path for r in part],
+                outs,
+                shape,
+                backbone.image_size,
+                cfg.batch_size,
+                f"extract {split}" + (" (+ mirrored)" if mirrored else ""),
+            )
         meta = {
-            "backbone": backbone.model_dump(), "preprocessing": PREPROCESSING, "feature_shape": list(shape),
-            "dtype": np.dtype(FEATURE_DTYPE).name, "classes": classes, "counts": counts,
+            "backbone": backbone.model_dump(),
+            "preprocessing": PREPROCESSING,
+            "feature_shape": list(shape),
+            "dtype": np.dtype(FEATURE_DTYPE).name,
+            "classes": classes,
+            "counts": counts,
             "manifest_sha256": sha256_file(manifest),
         }
         write_json(tmp / FEATURE_META_FILE, meta)

@@ -3,6 +3,7 @@
 Every file under raw/ ends up either in manifest.csv or, with its reason, in quarantine.csv (paths relative to
 raw/); the counts per reason go to the summary JSON. Nothing in raw/ is touched. Layouts: data/dataset.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,21 @@ def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, work
         cross = _cross_split_duplicates(rows)
         write_csv(tmp / MANIFEST_FILE, FIELDS, [r.as_list() for r in rows])
         write_csv(tmp / QUARANTINE_FILE, ["path", "reason"], quarantine)
-        write_csv(tmp / DUPLICATES_FILE, ["sha256", "split", "source"],
-                  [[h, s, src] for h, v in sorted(cross.items()) for s, src in v])
+        write_csv(
+            tmp / DUPLICATES_FILE,
+            ["sha256", "split", "source"],
+            [[h, s, src] for h, v in sorted(cross.items()) for s, src in v],
+        )
     summary = _summary(rows, classes, found.class_files, quarantine, len(cross))
     write_json(summary_path, summary)
-    log.info("prepared %d images in %s (%s); quarantined %d, listed with reasons in %s", summary["images"],
-             out_dir, summary["per_split"], summary["quarantined"], out_dir / QUARANTINE_FILE)
+    log.info(
+        "prepared %d images in %s (%s); quarantined %d, listed with reasons in %s",
+        summary["images"],
+        out_dir,
+        summary["per_split"],
+        summary["quarantined"],
+        out_dir / QUARANTINE_FILE,
+    )
     return summary
 
 
@@ -70,15 +80,25 @@ def _classes(class_files: Counter, root: Path) -> list[str]:
 
 def _rows(usable: list[Usable], base: Path, classes: list[str], split_of: dict[str, str]) -> list[Row]:
     """Manifest rows (paths relative to the manifest's folder); every class must reach every split."""
-    rows = [Row(path=os.path.relpath(u.read_from, base), source=u.source, label=u.label, split=split_of[u.source],
-                sha256=u.sha256) for u in usable]
+    rows = [
+        Row(
+            path=os.path.relpath(u.read_from, base),
+            source=u.source,
+            label=u.label,
+            split=split_of[u.source],
+            sha256=u.sha256,
+        )
+        for u in usable
+    ]
     per = Counter((r.label, r.split) for r in rows)
     for label in classes:
         short = [s for s in SPLITS if per[(label, s)] < MIN_PER_SPLIT]
         if short:
             n = sum(per[(label, s)] for s in SPLITS)
-            raise DatasetError(f"class {label!r} has {n} usable image(s), too few to fill split(s) "
-                               f"{short}; add images or remove the class folder")
+            raise DatasetError(
+                f"class {label!r} has {n} usable image(s), too few to fill split(s) "
+                f"{short}; add images or remove the class folder"
+            )
     return rows
 
 
@@ -93,22 +113,28 @@ def _cross_split_duplicates(rows: list[Row]) -> dict[str, list[tuple[str, str]]]
     return cross
 
 
-def _summary(rows: list[Row], classes: list[str], class_files: Counter, quarantine: list[tuple[str, str]],
-             n_cross: int) -> dict:
+def _summary(
+    rows: list[Row], classes: list[str], class_files: Counter, quarantine: list[tuple[str, str]], n_cross: int
+) -> dict:
     per = Counter((r.label, r.split) for r in rows)
     summary = {
-        "images": len(rows), "classes": classes,
+        "images": len(rows),
+        "classes": classes,
         "empty_class_folders": sorted(c for c, n in class_files.items() if n == 0),
-        "quarantined": len(quarantine), "quarantine_reasons": _reason_counts(quarantine),
+        "quarantined": len(quarantine),
+        "quarantine_reasons": _reason_counts(quarantine),
         "per_split": {s: sum(1 for r in rows if r.split == s) for s in SPLITS},
         "per_class": {c: {s: per[(c, s)] for s in SPLITS} for c in classes},
         "imbalance_ratio": imbalance_ratio({c: per[(c, "train")] for c in classes}),
         "cross_split_duplicates": n_cross,
     }
     if summary["imbalance_ratio"] > IMBALANCE_WARNING:
-        log.warning("classes are imbalanced: the largest has %.1fx the train images of the smallest %s; consider "
-                    "dense.class_weight / finetune.class_weight: balanced", summary["imbalance_ratio"],
-                    {c: per[(c, "train")] for c in classes})
+        log.warning(
+            "classes are imbalanced: the largest has %.1fx the train images of the smallest %s; consider "
+            "dense.class_weight / finetune.class_weight: balanced",
+            summary["imbalance_ratio"],
+            {c: per[(c, "train")] for c in classes},
+        )
     return summary
 
 

@@ -4,6 +4,7 @@ registered under `<data.name>-classifier`, and the `champion` alias on the best 
 Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
 An http(s) server is probed at /health first, so a server that is down fails the stage in seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,15 @@ from pipeline.config import Config, load_config
 from pipeline.files import log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
 from pipeline.tracking.lineage import execution_tags
-from pipeline.tracking.runs import (CHAMPION, input_example, log_files, log_head, model_name, register_champion,
-                                    run_params)
+from pipeline.tracking.runs import (
+    CHAMPION,
+    input_example,
+    log_files,
+    log_head,
+    model_name,
+    register_champion,
+    run_params,
+)
 from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, artifact_location, check_reachable, tracking_uri
 
 
@@ -40,18 +48,41 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
         log_files([data.plots / "roc.png"], "plots")
         for head in HEADS:
             example = input_example(head, data.features, data.manifest, cfg.backbone.image_size)
-            info = log_head(head, cfg, params, tags, data.model_dir(head), metrics[head], data.plots, example,
-                            data.manifest, data.execution(f"train_{head}"))
+            info = log_head(
+                head,
+                cfg,
+                params,
+                tags,
+                data.model_dir(head),
+                metrics[head],
+                data.plots,
+                example,
+                data.manifest,
+                data.execution(f"train_{head}"),
+            )
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
         champion = register_champion(model_name(cfg), versions, metrics, params["data.manifest_sha256"])
     record = {
-        "tracking_uri": uri, "experiment_name": name, "experiment_id": experiment.experiment_id,
-        "parent_run_id": parent.info.run_id, "child_run_ids": runs, "registered_model": model_name(cfg),
-        "model_versions": versions, CHAMPION: champion,
+        "tracking_uri": uri,
+        "experiment_name": name,
+        "experiment_id": experiment.experiment_id,
+        "parent_run_id": parent.info.run_id,
+        "child_run_ids": runs,
+        "registered_model": model_name(cfg),
+        "model_versions": versions,
+        CHAMPION: champion,
     }
     write_json(out, record)
-    log.info("logged to %s: experiment %s, run %s; %s@%s is version %s (%s)", uri, name, parent.info.run_id,
-             model_name(cfg), CHAMPION, champion["version"], champion["head"])
+    log.info(
+        "logged to %s: experiment %s, run %s; %s@%s is version %s (%s)",
+        uri,
+        name,
+        parent.info.run_id,
+        model_name(cfg),
+        CHAMPION,
+        champion["version"],
+        champion["head"],
+    )
     return record
 
 

@@ -1,4 +1,5 @@
 """Stage 4: the classic dense head on the cached features (Flatten -> Dense -> Dropout -> sigmoid/softmax)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,17 +21,34 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
     x_train, y_train = load_features(feature_dir, "train")
     x_val, y_val = load_features(feature_dir, "validation")
     keras.utils.set_random_seed(cfg.seed)
-    model = compile_for(build_dense_head(tuple(meta["feature_shape"]), len(classes), cfg), cfg.learning_rate,
-                        len(classes))
+    model = compile_for(
+        build_dense_head(tuple(meta["feature_shape"]), len(classes), cfg), cfg.learning_rate, len(classes)
+    )
     weights = class_weights(y_train, len(classes), cfg.class_weight)
-    log.info("training dense head on %d train / %d validation feature vectors (class weights %s)", len(x_train),
-             len(x_val), weights)
-    history = model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                        validation_data=(x_val, y_val), callbacks=[best_epoch_callback(cfg.patience)],
-                        class_weight=weights, verbose=2)
+    log.info(
+        "training dense head on %d train / %d validation feature vectors (class weights %s)",
+        len(x_train),
+        len(x_val),
+        weights,
+    )
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        validation_data=(x_val, y_val),
+        callbacks=[best_epoch_callback(cfg.patience)],
+        class_weight=weights,
+        verbose=2,
+    )
     summary = save_training(model, history, out_dir, classes, weights)
-    log.info("dense head: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
-             summary["best_epoch"], summary["val_loss"], summary["val_accuracy"], out_dir)
+    log.info(
+        "dense head: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
+        summary["best_epoch"],
+        summary["val_loss"],
+        summary["val_accuracy"],
+        out_dir,
+    )
     return summary
 
 

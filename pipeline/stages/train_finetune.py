@@ -4,6 +4,7 @@ The saved model takes raw RGB pixels in [0, 255]. With augmentation off, the fro
 (model/finetune.py). With several GPUs visible, the model trains on all of them (finetune.multi_gpu), each batch
 split across them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ from pipeline.model.inputs import image_dataset
 from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training
 
 
-def train_finetune(manifest: Path, dense_model: Path, out_dir: Path, backbone: BackboneConfig,
-                   cfg: FinetuneConfig) -> dict:
+def train_finetune(
+    manifest: Path, dense_model: Path, out_dir: Path, backbone: BackboneConfig, cfg: FinetuneConfig
+) -> dict:
     rows = read_manifest(manifest)
     classes = classes_of(rows)
     keras.utils.set_random_seed(cfg.seed)
@@ -38,21 +40,33 @@ def train_finetune(manifest: Path, dense_model: Path, out_dir: Path, backbone: B
 
     train, val = split("train"), split("validation")
     weights = class_weights(train[1], len(classes), cfg.class_weight)
-    log.info("fine-tuning on %d train / %d validation images (class weights %s, %d replica(s))", len(train[0]),
-             len(val[0]), weights, strategy.num_replicas_in_sync)
+    log.info(
+        "fine-tuning on %d train / %d validation images (class weights %s, %d replica(s))",
+        len(train[0]),
+        len(val[0]),
+        weights,
+        strategy.num_replicas_in_sync,
+    )
     fit = dict(epochs=cfg.epochs, callbacks=[best_epoch_callback(cfg.patience)], class_weight=weights, verbose=2)
     history = None
     if not augments(cfg.augment):
-        history = fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, len(classes), out_dir,
-                             **fit)
+        history = fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, len(classes), out_dir, **fit)
     if history is None:
         size, batch = backbone.image_size, cfg.batch_size
-        history = model.fit(image_dataset(train[0], train[1].tolist(), size, batch, shuffle_seed=cfg.seed),
-                            validation_data=image_dataset(val[0], val[1].tolist(), size, batch),
-                            shuffle=False, **fit)  # the dataset reshuffles itself each epoch
+        history = model.fit(
+            image_dataset(train[0], train[1].tolist(), size, batch, shuffle_seed=cfg.seed),
+            validation_data=image_dataset(val[0], val[1].tolist(), size, batch),
+            shuffle=False,
+            **fit,
+        )  # the dataset reshuffles itself each epoch
     summary = save_training(model, history, out_dir, classes, weights)
-    log.info("fine-tuned model: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
-             summary["best_epoch"], summary["val_loss"], summary["val_accuracy"], out_dir)
+    log.info(
+        "fine-tuned model: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
+        summary["best_epoch"],
+        summary["val_loss"],
+        summary["val_accuracy"],
+        out_dir,
+    )
     return summary
 
 

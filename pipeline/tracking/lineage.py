@@ -1,5 +1,6 @@
 """What ties a logged run to what produced it: the git commit, the DVC stage hashes, the Prefect flow run, and
 the exact package versions a logged model needs."""
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,12 @@ def lock_tags(lock: Path) -> dict[str, str]:
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     stages.pop(os.environ.get("DVC_STAGE"), None)
-    return {f"dvc.stage.{_TAG_UNSAFE.sub('_', name)}.md5": hashlib.md5(json.dumps(entry, sort_keys=True).encode())
-            .hexdigest() for name, entry in stages.items()}
+    return {
+        f"dvc.stage.{_TAG_UNSAFE.sub('_', name)}.md5": hashlib.md5(
+            json.dumps(entry, sort_keys=True).encode()
+        ).hexdigest()
+        for name, entry in stages.items()
+    }
 
 
 def execution_tags(lock: Path) -> dict[str, str]:

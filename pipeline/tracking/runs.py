@@ -1,5 +1,6 @@
 """The MLflow side of one pipeline execution: run params, each head's child run with its registered model, and
 the `champion` alias on the best version seen so far."""
+
 from __future__ import annotations
 
 import csv
@@ -77,8 +78,18 @@ def timing_metrics(execution: Path) -> dict[str, float]:
     return {"train_seconds": facts["seconds"], "seconds_per_epoch": round(facts["seconds"] / facts["epochs_run"], 1)}
 
 
-def log_head(head: str, cfg: Config, params: dict, tags: dict, model_dir: Path, test: dict, plots: Path,
-             example: np.ndarray, manifest: Path, execution: Path) -> mlflow.models.model.ModelInfo:
+def log_head(
+    head: str,
+    cfg: Config,
+    params: dict,
+    tags: dict,
+    model_dir: Path,
+    test: dict,
+    plots: Path,
+    example: np.ndarray,
+    manifest: Path,
+    execution: Path,
+) -> mlflow.models.model.ModelInfo:
     """Child run of the active parent: params, per-epoch history, test metrics, plots, registered model."""
     with mlflow.start_run(run_name=head, nested=True, tags=tags):
         mlflow.log_params({**params, "head": head})
@@ -86,21 +97,41 @@ def log_head(head: str, cfg: Config, params: dict, tags: dict, model_dir: Path, 
             mlflow.log_metrics(values, step=epoch)
         summary = read_json(model_dir / SUMMARY_FILE)
         # Step-0 metrics logged before the model are linked to it too (its page in the Models tab).
-        mlflow.log_metrics({**{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
-                            **timing_metrics(execution),
-                            **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test}})
+        mlflow.log_metrics(
+            {
+                **{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
+                **timing_metrics(execution),
+                **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test},
+            }
+        )
         log_files([model_dir / SUMMARY_FILE, model_dir / HISTORY_FILE])
-        log_files([plots / f"confusion_{head}.png", plots / f"curves_{head}.png", plots / "roc.png",
-                    plots / f"misclassified_{head}.png", plots / f"gradcam_{head}.png"], "plots")
+        log_files(
+            [
+                plots / f"confusion_{head}.png",
+                plots / f"curves_{head}.png",
+                plots / "roc.png",
+                plots / f"misclassified_{head}.png",
+                plots / f"gradcam_{head}.png",
+            ],
+            "plots",
+        )
         if head == "finetune":  # the raw-image model that `mlflow models serve` answers requests with
-            log_pyfunc_model(model_dir, cfg.evaluate.tta_flip, Path(split_rows(read_manifest(manifest), "test")[0].path),
-                             registered_model_name=f"{model_name(cfg)}-served")
+            example_image = Path(split_rows(read_manifest(manifest), "test")[0].path)
+            log_pyfunc_model(
+                model_dir, cfg.evaluate.tta_flip, example_image, registered_model_name=f"{model_name(cfg)}-served"
+            )
         # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
         model = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
         return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
-            name=head, artifact_path=None, flavor=_KerasFlavor, model=model,
-            signature=infer_signature(example, model.predict(example, verbose=0)), input_example=example,
-            pip_requirements=pip_requirements(), registered_model_name=model_name(cfg))
+            name=head,
+            artifact_path=None,
+            flavor=_KerasFlavor,
+            model=model,
+            signature=infer_signature(example, model.predict(example, verbose=0)),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=model_name(cfg),
+        )
 
 
 def pick_champion(accuracy: dict[str, float], current: float | None) -> str | None:
@@ -123,7 +154,11 @@ def register_champion(name: str, versions: dict[str, int], metrics: dict, manife
     held = None if current is None else float(current.tags.get("test_accuracy", "-inf"))
     head = pick_champion(accuracy, held)
     if head is None:
-        return {"version": int(current.version), "head": current.tags.get("head"), "test_accuracy": held,
-                "changed": False}
+        return {
+            "version": int(current.version),
+            "head": current.tags.get("head"),
+            "test_accuracy": held,
+            "changed": False,
+        }
     client.set_registered_model_alias(name, CHAMPION, versions[head])
     return {"version": versions[head], "head": head, "test_accuracy": accuracy[head], "changed": True}

@@ -6,8 +6,10 @@ and get class names back, with decoding, conversion, resizing and test-time mirr
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
 
 A row that isn't a decodable image gets `error` set; the other rows are still answered. The class names,
-image size and mirroring flag travel as an artifact of the model, the pipeline code it runs (this module's import closure) in its code/ folder.
+image size and mirroring flag travel as an artifact of the model; the pipeline code it runs (this module's import
+closure) in its code/ folder.
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,15 +63,21 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
             for i, value in enumerate(values):
                 data = _as_bytes(value)
                 if data is None:
-                    items.append(Prediction(f"row {i}", error=f"expected image bytes (base64 in JSON), got "
-                                                              f"{type(value).__name__}"))
+                    items.append(
+                        Prediction(
+                            f"row {i}", error=f"expected image bytes (base64 in JSON), got {type(value).__name__}"
+                        )
+                    )
                     continue
                 (Path(tmp) / str(i)).write_bytes(data)
                 items.append((f"row {i}", Path(tmp) / str(i)))
             predictions = self.predictor.predict_files(items)
         # object columns keep None as null in the JSON answer (a float column would turn it into NaN)
-        return pd.DataFrame([[p.label, p.probability, p.probabilities, p.error] for p in predictions],
-                            columns=["class", "probability", "probabilities", "error"], dtype=object)
+        return pd.DataFrame(
+            [[p.label, p.probability, p.probabilities, p.error] for p in predictions],
+            columns=["class", "probability", "probabilities", "error"],
+            dtype=object,
+        )
 
 
 def copy_code(dest: Path) -> Path:
@@ -86,8 +94,9 @@ def requirements() -> list[str]:
     return [*pip_requirements(), *(f"{d}=={importlib.metadata.version(d)}" for d in EXTRA_REQUIREMENTS)]
 
 
-def log_pyfunc_model(model_dir: Path, tta_flip: bool, example: Path, name: str = "served",
-                     registered_model_name: str | None = None) -> mlflow.models.model.ModelInfo:
+def log_pyfunc_model(
+    model_dir: Path, tta_flip: bool, example: Path, name: str = "served", registered_model_name: str | None = None
+) -> mlflow.models.model.ModelInfo:
     """Log `model_dir`'s model.keras (raw-pixel input: the fine-tuned model) with its class names from
     summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
     under `registered_model_name` when given. `example`: an image file, the request example MLflow shows."""
@@ -97,11 +106,21 @@ def log_pyfunc_model(model_dir: Path, tta_flip: bool, example: Path, name: str =
         raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: serve the fine-tuned model")
     with tempfile.TemporaryDirectory() as tmp:
         meta = Path(tmp) / "meta.json"
-        write_json(meta, {"classes": read_json(model_dir / SUMMARY_FILE)["classes"], "image_size": int(shape[1]),
-                          "tta_flip": tta_flip})
+        write_json(
+            meta,
+            {
+                "classes": read_json(model_dir / SUMMARY_FILE)["classes"],
+                "image_size": int(shape[1]),
+                "tta_flip": tta_flip,
+            },
+        )
         return mlflow.pyfunc.log_model(
-            name=name, python_model=ImageClassifier(), artifacts={"model": str(model_dir / MODEL_FILE),
-                                                                  "meta": str(meta)},
-            code_paths=[str(copy_code(Path(tmp) / "code"))], signature=SIGNATURE, input_example=pd.DataFrame({INPUT_COLUMN: [
-                example.read_bytes()]}), pip_requirements=requirements(),
-            registered_model_name=registered_model_name)
+            name=name,
+            python_model=ImageClassifier(),
+            artifacts={"model": str(model_dir / MODEL_FILE), "meta": str(meta)},
+            code_paths=[str(copy_code(Path(tmp) / "code"))],
+            signature=SIGNATURE,
+            input_example=pd.DataFrame({INPUT_COLUMN: [example.read_bytes()]}),
+            pip_requirements=requirements(),
+            registered_model_name=registered_model_name,
+        )

@@ -1,4 +1,5 @@
 """Where runs are logged (MLflow tracking URI and artifact location) and whether that place answers."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ def artifact_location(uri: str) -> str | None:
     as MLflow would; a server chooses its own (None)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
 
 
 def check_reachable(uri: str) -> None:
