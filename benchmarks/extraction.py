@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import load, machine, real_images, write_manifest
+
 import keras  # noqa: E402  (after common: environment first)
 import tensorflow as tf  # noqa: E402
-from common import load, machine, real_images, write_manifest
 
 from pipeline.config import BackboneConfig, ExtractConfig, load_config  # noqa: E402
 from pipeline.model.backbone import conv_base, preprocess  # noqa: E402

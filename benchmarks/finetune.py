@@ -14,14 +14,16 @@ repo, only read). Usage: python benchmarks/finetune.py [--data DIR] [--accuracy]
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
 
+from common import REPO, load, machine, split_data, with_autotuner
+
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import REPO, load, machine, split_data, with_autotuner
 
 from pipeline.config import FinetuneConfig, load_config  # noqa: E402
 from pipeline.data.manifest import read_manifest, split_rows  # noqa: E402
@@ -52,15 +54,17 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
     images = list(image_dataset(paths[: bs * (BATCHES + 1)], None, size, bs))
     pairs = [(x, labels[i * bs : (i + 1) * bs]) for i, x in enumerate(images)]
     head = keras.models.load_model(data / "models" / "dense" / "model.keras")
-    model = compile_for(build_finetune_model(head, cfg.backbone, ft), ft.learning_rate, n_classes)
+    model = compile_for(build_finetune_model(head, cfg.backbone, ft), ft, n_classes, math.ceil(n_train / bs))
     no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
-    no_aug = compile_for(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft.learning_rate, n_classes)
+    no_aug = compile_for(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft, n_classes, math.ceil(n_train / bs))
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), ft.unfreeze_blocks)
     aug = keras.Sequential(augmentation(ft.augment, ft.seed))
     rescale = model.get_layer("mobilenet_preprocess")
     acts = [(bottom(rescale(x), training=False), y) for x, y in pairs]
     inputs = keras.Input(top.input.shape[1:])
-    trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), ft.learning_rate, n_classes)
+    trainer = compile_for(
+        keras.Model(inputs, head(top(inputs, training=False))), ft, n_classes, math.ceil(n_train / bs)
+    )
     f = {  # seconds per image
         "augmentation layers (training=True)": per_image(tf.function(lambda x: aug(x, training=True)), images),
         "forward, frozen bottom only": per_image(tf.function(lambda x: bottom(rescale(x), training=False)), images),
@@ -99,8 +103,9 @@ def real_epochs(data: Path, cfg, n_classes: int, epochs: int = 3) -> None:
     for autotune in (False, True):
         model = compile_for(
             build_finetune_model(keras.models.load_model(data / "models/dense/model.keras"), cfg.backbone, ft),
-            ft.learning_rate,
+            ft,
             n_classes,
+            math.ceil(len(split_rows(rows, "train")) / ft.batch_size),
         )
         times: list[float] = []
         timer = epoch_timer(times)

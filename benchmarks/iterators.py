@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import tensorflow as tf  # noqa: E402  (after common: environment first)
 from common import load, machine, real_images, with_autotuner
+
+import tensorflow as tf  # noqa: E402  (after common: environment first)
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.model.backbone import conv_base  # noqa: E402

@@ -24,8 +24,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
 from common import SHARED, load, machine
+
+import yaml
 
 from tests.test_e2e import _copy_repo  # noqa: E402  (the e2e test's copy: tracked + untracked-not-ignored files)
 

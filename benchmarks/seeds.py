@@ -13,13 +13,15 @@ Usage: python benchmarks/seeds.py [--seeds 42 43 44 45]
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
 
+from common import REPO, load, machine, split_data
+
 import keras  # noqa: E402  (after common: environment first)
 import numpy as np  # noqa: E402
-from common import REPO, load, machine, split_data
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data.manifest import classes_of, read_manifest  # noqa: E402
@@ -73,7 +75,12 @@ def main() -> None:
             dense = train_dense(data / "features", Path(tmp), dense_cfg)
             keras.utils.set_random_seed(seed)
             head = keras.models.load_model(Path(tmp) / "model.keras", compile=False)
-        model = compile_for(build_finetune_model(head, cfg.backbone, ft_cfg), ft_cfg.learning_rate, len(classes))
+        model = compile_for(
+            build_finetune_model(head, cfg.backbone, ft_cfg),
+            ft_cfg,
+            len(classes),
+            math.ceil(len(train[0]) / ft_cfg.batch_size),
+        )
         snaps, val_losses = finetune_epochs(model, train, val, size, ft_cfg)
         best = int(np.argmin(val_losses))
         half = len(snaps) // 2

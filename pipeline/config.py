@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.layout import PARAMS_FILE
 
@@ -55,16 +55,34 @@ class ExtractConfig(_Strict):
     multi_gpu: bool  # with several GPUs visible, each batch is split across them (MirroredStrategy)
 
 
-class DenseConfig(_Strict):
-    units: int = Field(ge=1, le=65536)
-    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] | None
-    dropout: float = Field(ge=0, lt=1)
-    learning_rate: float = Field(gt=0, le=1)
+class TrainingConfig(_Strict):
+    """How a model is fitted: the keys both heads share."""
+
+    optimizer: Literal["rmsprop", "adamw"]
+    learning_rate: float = Field(gt=0, le=1)  # the peak rate with a schedule; `python -m pipeline.lr_find` suggests one
+    weight_decay: float = Field(ge=0, lt=1)  # decoupled (AdamW-style); 0: none
+    schedule: Literal["constant", "cosine"]  # cosine: linear warm-up, then cosine decay to 0 at the last epoch
+    warmup_epochs: int = Field(ge=0, le=100)
+    label_smoothing: float = Field(ge=0, lt=0.5)
     epochs: int = Field(ge=1, le=10000)
-    patience: int | None = Field(ge=1)  # epochs without val_loss improvement before stopping
+    patience: int | None = Field(ge=1)  # epochs without val_loss improvement before stopping; best epoch kept
     batch_size: int = Field(ge=1, le=65536)
     seed: int
     class_weight: Literal["none", "balanced"]  # balanced: rare classes weigh more in the loss
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self):
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
+
+
+class DenseConfig(TrainingConfig):
+    pooling: Literal["flatten", "avg", "max", "avg_max"]  # how the 7x7 feature map becomes a vector
+    units: int = Field(ge=0, le=65536)  # hidden layer width; 0: none (a linear head on the pooled features)
+    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] | None
+    dropout: float = Field(ge=0, lt=1)
+    ensemble: int = Field(ge=1, le=32)  # heads trained with seeds seed, seed+1, ...; their probabilities averaged
 
 
 class AugmentConfig(_Strict):
@@ -73,14 +91,8 @@ class AugmentConfig(_Strict):
     zoom: float = Field(ge=0, lt=1)
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(TrainingConfig):
     unfreeze_blocks: int = Field(ge=0, le=13)
-    learning_rate: float = Field(gt=0, le=1)
-    epochs: int = Field(ge=1, le=10000)
-    patience: int | None = Field(ge=1)
-    batch_size: int = Field(ge=1, le=4096)
-    seed: int
-    class_weight: Literal["none", "balanced"]
     augment: AugmentConfig
     multi_gpu: bool  # with several GPUs visible, train on all of them (MirroredStrategy)
 

@@ -98,6 +98,10 @@ class DatasetLayout:
     def mlflow_record(self) -> Path:
         return self.reports / "mlflow.json"
 
+    def lr_find(self, head: str) -> Path:
+        """Stem of the learning-rate range test's files for `head` (.csv, .png, .json): python -m pipeline.lr_find."""
+        return self.root / "lr_find" / head
+
     def execution(self, stage: str) -> Path:
         """What one execution of `stage` measured (seconds, img/s, devices, where the data came from).
 

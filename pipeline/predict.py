@@ -18,13 +18,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import keras
-
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
 from pipeline.data.images import IMAGE_SUFFIXES
 from pipeline.files import read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
+from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import PredictError, Prediction, Predictor, predictor_for
 from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 
@@ -40,7 +39,7 @@ def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
             f"{model_dir}: no {MODEL_FILE} + {SUMMARY_FILE} there; train one (dvc repro) or give "
             f"--model-dir / --model-uri"
         )
-    model = keras.models.load_model(model_file, compile=False)  # inference only: no optimizer state
+    model = load_for_inference(model_file)
     return predictor_for(model, read_json(summary)["classes"], cfg.backbone, cfg.evaluate.tta_flip)
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from pipeline.config import EvaluateConfig
 from pipeline.evaluation.plots import plt, save_figure
+from pipeline.model.heads import head_logits
 from pipeline.model.inputs import load_image
 
 LAST_CONV = "conv_pw_13_relu"
@@ -50,23 +51,21 @@ def gradcam_parts(model: keras.Model) -> GradCam:
     )
     if at is None:
         raise ValueError(f"model {model.name!r} has no MobileNet base ending in {LAST_CONV}")
-    tail = [
-        sub for layer in layers[at + 1 :] for sub in (layer.layers if isinstance(layer, keras.Sequential) else [layer])
-    ]
-    if not tail or not isinstance(tail[-1], keras.layers.Dense):
-        raise ValueError(f"model {model.name!r} does not end in a Dense output layer")
+    tail = layers[at + 1 :]
+    if len(tail) != 1 or not isinstance(tail[0], keras.Model) or "prediction" not in [x.name for x in _all(tail[0])]:
+        raise ValueError(f"model {model.name!r} does not end in a head with a Dense output layer named 'prediction'")
     image = keras.Input(model.inputs[0].shape[1:])
     x = image
     for layer in layers[: at + 1]:
         x = layer(x)
-    activations = keras.Input(x.shape[1:])
-    h = activations
-    for layer in tail[:-1]:
-        h = layer(h)
-    linear = keras.layers.Dense(tail[-1].units, name="scores")  # the output layer without its activation
-    out = linear(h)
-    linear.set_weights(tail[-1].get_weights())
-    return GradCam(keras.Model(image, x), keras.Model(activations, out))
+    return GradCam(keras.Model(image, x), head_logits(tail[0]))
+
+
+def _all(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` and of the models nested in it."""
+    return [
+        sub for layer in model.layers for sub in ([layer, *_all(layer)] if isinstance(layer, keras.Model) else [layer])
+    ]
 
 
 def heatmaps(parts: GradCam, images: np.ndarray, class_idx: np.ndarray) -> np.ndarray:

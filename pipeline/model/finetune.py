@@ -1,9 +1,11 @@
-"""Fine-tuning's fast path: with augmentation off the frozen layers see the same pixels every epoch, so they run
-once over train and validation and the epochs train only the top blocks and head on those activations (the same
-model and maths, epochs several times faster: benchmarks/README.md)."""
+"""Fine-tuning's fast path: when augmentation is at most a horizontal flip, the frozen layers' output for each
+image and for its mirror image never changes, so they run once over train (both views) and validation, and the
+epochs train only the top blocks and head on those activations, each epoch picking one view per image at random:
+the same model and the same flip augmentation, epochs several times faster (benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -16,29 +18,34 @@ from pipeline.config import FinetuneConfig
 from pipeline.files import log, scratch_dir
 from pipeline.model.backbone import BASE_NAME, split_at_trainable
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
-from pipeline.model.inputs import array_dataset
-from pipeline.model.training import compile_for
+from pipeline.model.inputs import array_dataset, without_autotune
+from pipeline.model.training import compile_for, targets
 
 Split = tuple[list[str], np.ndarray]  # image paths, integer labels
+
+
+def cacheable(cfg: FinetuneConfig) -> bool:
+    """Rotation and zoom change the pixels every epoch: only flip (or nothing) can be precomputed."""
+    return not (cfg.augment.rotation or cfg.augment.zoom)
 
 
 def frozen_activations(
     bottom: keras.Model,
     strategy: tf.distribute.Strategy,
-    splits: list[list[str]],
+    paths: list[str],
+    mirrored: bool,
     size: int,
     batch_size: int,
     scratch: Path,
 ) -> list[np.ndarray]:
-    """The frozen bottom's output for every image of each list of paths, in order (streamed via `scratch`)."""
-    run = feature_function(bottom, strategy, mirrored=False)
+    """The frozen bottom's output for every image of `paths`, in order, and (`mirrored`) for its mirror image,
+    from the same decoded batches (streamed via `scratch`)."""
+    run = feature_function(bottom, strategy, mirrored=mirrored)
     shape = tuple(int(d) for d in bottom.output.shape[1:])
-    outs = []
     with scratch_dir(scratch) as tmp:
-        for i, paths in enumerate(splits):
-            stream_features(run, strategy, paths, [tmp / f"{i}.npy"], shape, size, batch_size, "frozen layers")
-            outs.append(np.load(tmp / f"{i}.npy"))
-    return outs
+        outs = [tmp / "plain.npy"] + ([tmp / "mirror.npy"] if mirrored else [])
+        stream_features(run, strategy, paths, outs, shape, size, batch_size, "frozen layers")
+        return [np.load(out) for out in outs]
 
 
 def _cache_fits(n_images: int, bottom: keras.Model) -> bool:
@@ -47,6 +54,19 @@ def _cache_fits(n_images: int, bottom: keras.Model) -> bool:
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     log.info("frozen activations of %d images: %.0f MB (free memory %.0f MB)", n_images, need / 2**20, free / 2**20)
     return need < free / 2
+
+
+def flip_dataset(x: np.ndarray, mirror: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """(x, y) batches, reshuffled each epoch, each element the plain or the mirrored view with even odds."""
+    xs, ms, ys = (tf.convert_to_tensor(a) for a in (x, mirror, y))
+    order = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    coins = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).map(lambda r: r % 2 == 1)
+
+    def gather(i: tf.Tensor, flip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        flip = tf.reshape(flip, [-1] + [1] * (len(x.shape) - 1))
+        return tf.where(flip, tf.gather(ms, i), tf.gather(xs, i)), tf.gather(ys, i)
+
+    return without_autotune(tf.data.Dataset.zip(order, coins).batch(batch_size).map(gather).prefetch(2))
 
 
 def fit_cached(
@@ -63,19 +83,21 @@ def fit_cached(
 ) -> keras.callbacks.History | None:
     """Train on the frozen layers' activations, computed once; None when they would not fit in memory."""
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
-    if not _cache_fits(len(train[0]) + len(val[0]), bottom):
+    flip = cfg.augment.flip
+    if not _cache_fits(len(train[0]) * (2 if flip else 1) + len(val[0]), bottom):
         return None
     start = time.perf_counter()
-    x_train, x_val = frozen_activations(
-        bottom, strategy, [train[0], val[0]], size, cfg.batch_size, out_dir / "frozen_activations"
-    )
-    log.info("frozen layers' activations %s cached in %.1f s", x_train.shape[1:], time.perf_counter() - start)
+    scratch = out_dir / "frozen_activations"
+    x_train = frozen_activations(bottom, strategy, train[0], flip, size, cfg.batch_size, scratch)
+    (x_val,) = frozen_activations(bottom, strategy, val[0], False, size, cfg.batch_size, scratch)
+    log.info("frozen layers' activations %s cached in %.1f s", x_val.shape[1:], time.perf_counter() - start)
     with strategy.scope():
         inputs = keras.Input(top.input.shape[1:], name="frozen_activations")
-        trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), cfg.learning_rate, n_classes)
-    return trainer.fit(
-        array_dataset(x_train, train[1], cfg.batch_size, shuffle_seed=cfg.seed),
-        validation_data=array_dataset(x_val, val[1], cfg.batch_size),
-        shuffle=False,
-        **fit,
-    )
+        steps = math.ceil(len(train[0]) / cfg.batch_size)
+        trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), cfg, n_classes, steps)
+    y_train, y_val = (targets(y, n_classes, cfg.label_smoothing) for y in (train[1], val[1]))
+    if flip:
+        data = flip_dataset(x_train[0], x_train[1], y_train, cfg.batch_size, cfg.seed)
+    else:
+        data = array_dataset(x_train[0], y_train, cfg.batch_size, shuffle_seed=cfg.seed)
+    return trainer.fit(data, validation_data=array_dataset(x_val, y_val, cfg.batch_size), shuffle=False, **fit)

@@ -17,18 +17,53 @@ def output_layer(n_classes: int) -> keras.layers.Layer:
     return keras.layers.Dense(n_classes, activation="softmax", name="prediction")
 
 
-def build_dense_head(feature_shape: tuple[int, ...], n_classes: int, cfg: DenseConfig) -> keras.Model:
-    """The classic head: Flatten -> Dense -> Dropout -> sigmoid/softmax, on cached conv features."""
-    return keras.Sequential(
-        [
-            keras.Input(feature_shape, name="features"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(cfg.units, activation=cfg.activation, name="dense"),
-            keras.layers.Dropout(cfg.dropout, name="dropout"),
-            output_layer(n_classes),
-        ],
-        name="dense_head",
-    )
+POOLING = {
+    "flatten": lambda: keras.layers.Flatten(name="flatten"),
+    "avg": lambda: keras.layers.GlobalAveragePooling2D(name="avg_pool"),
+    "max": lambda: keras.layers.GlobalMaxPooling2D(name="max_pool"),
+}
+
+
+def build_dense_head(feature_shape: tuple[int, ...], n_classes: int, cfg: DenseConfig, name: str = "dense_head"):
+    """Cached conv features -> pooling (flatten: the classic recipe) -> [Dense(units)] -> Dropout -> output."""
+    features = keras.Input(feature_shape, name="features")
+    if cfg.pooling == "avg_max":
+        x = keras.layers.Concatenate(name="avg_max")([POOLING["avg"]()(features), POOLING["max"]()(features)])
+    else:
+        x = POOLING[cfg.pooling]()(features)
+    if cfg.units:
+        x = keras.layers.Dense(cfg.units, activation=cfg.activation, name="dense")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    return keras.Model(features, output_layer(n_classes)(x), name=name)
+
+
+def ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model averaging the members' probabilities: evaluate, predict and the served model use it as any head."""
+    if len(members) == 1:
+        return members[0]
+    features = keras.Input(members[0].inputs[0].shape[1:], name="features")
+    mean = keras.layers.Average(name="ensemble_mean")([m(features) for m in members])
+    return keras.Model(features, mean, name="dense_ensemble")
+
+
+def head_logits(head: keras.Model) -> keras.Model:
+    """features -> class scores before the sigmoid / softmax (an ensemble: the members' mean score), for
+    Grad-CAM, whose gradient the output activation's saturation would flatten."""
+    members = [m for m in head.layers if isinstance(m, keras.Model)] if _is_ensemble(head) else [head]
+    features = keras.Input(head.inputs[0].shape[1:])
+    scores = []
+    for member in members:
+        output = member.get_layer("prediction")
+        before = keras.Model(member.inputs, output.input)  # the same layers and weights, up to the output layer
+        linear = keras.layers.Dense(output.units)
+        scores.append(linear(before(features, training=False)))
+        linear.set_weights(output.get_weights())
+    mean = scores[0] if len(scores) == 1 else keras.layers.Average()(scores)
+    return keras.Model(features, mean)
+
+
+def _is_ensemble(head: keras.Model) -> bool:
+    return any(layer.name == "ensemble_mean" for layer in head.layers)
 
 
 def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
@@ -40,10 +75,6 @@ def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     if cfg.zoom:
         layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed))
     return layers
-
-
-def augments(cfg: AugmentConfig) -> bool:
-    return bool(cfg.flip or cfg.rotation or cfg.zoom)
 
 
 def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> keras.Model:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 
 from pipeline.model.inputs import image_dataset
 
 BATCH = 32
+
+
+def load_for_inference(path: Path | str) -> keras.Model:
+    """A saved model without its optimizer state and loss: half the memory, and nothing to deserialise that
+    inference does not use."""
+    return keras.models.load_model(path, compile=False)
 
 
 def probabilities(model: keras.Model, x, n_classes: int) -> np.ndarray:

@@ -18,7 +18,7 @@ def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
 
 def image_dataset(
     paths: list[str],
-    labels: list[int] | None,
+    labels: list[int] | np.ndarray | None,
     size: int,
     batch_size: int,
     shuffle_seed: int | None = None,

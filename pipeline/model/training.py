@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pipeline.config import TrainingConfig
 from pipeline.files import atomic_path, write_csv, write_json
 from pipeline.layout import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 
@@ -17,12 +18,50 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 
-def loss_for(n_classes: int) -> str:
-    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+def one_hot_targets(n_classes: int, label_smoothing: float) -> bool:
+    """Keras smooths labels only for one-hot targets: so softmax heads train on one-hot labels when smoothing."""
+    return n_classes > 2 and label_smoothing > 0
 
 
-def compile_for(model: keras.Model, learning_rate: float, n_classes: int) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss_for(n_classes), metrics=["accuracy"])
+def targets(labels: np.ndarray, n_classes: int, label_smoothing: float) -> np.ndarray:
+    """Integer labels as the loss of `loss_for` wants them."""
+    if one_hot_targets(n_classes, label_smoothing):
+        return np.eye(n_classes, dtype=np.float32)[labels]
+    return labels
+
+
+def loss_for(n_classes: int, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    if n_classes == 2:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    if one_hot_targets(n_classes, label_smoothing):
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def optimizer_for(cfg: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """RMSprop or AdamW at cfg.learning_rate, or, with the cosine schedule, warming up linearly to it over
+    warmup_epochs and decaying to 0 at the last epoch."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        warmup = cfg.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.learning_rate / 100 if warmup else cfg.learning_rate,
+            decay_steps=max(cfg.epochs * steps_per_epoch - warmup, 1),
+            warmup_target=cfg.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    decay = cfg.weight_decay or None
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=decay or 0.0)
+    return keras.optimizers.RMSprop(rate, weight_decay=decay)
+
+
+def compile_for(model: keras.Model, cfg: TrainingConfig, n_classes: int, steps_per_epoch: int) -> keras.Model:
+    model.compile(
+        optimizer=optimizer_for(cfg, steps_per_epoch),
+        loss=loss_for(n_classes, cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -66,8 +105,10 @@ def save_training(
     out_dir: Path,
     classes: list[str],
     weights: dict[int, float] | None,
+    extra: dict | None = None,
 ) -> dict:
-    """Write model.keras, history.csv and summary.json atomically into `out_dir`; return the summary."""
+    """Write model.keras, history.csv and summary.json atomically into `out_dir`; return the summary. `extra`
+    adds to or replaces summary entries (an ensemble's validation scores are those of the averaged model)."""
     hist = history.history
     epochs = len(hist["loss"])
     best = int(np.argmin(hist["val_loss"]))
@@ -78,6 +119,7 @@ def save_training(
         "val_loss": round(float(hist["val_loss"][best]), 6),
         "val_accuracy": round(float(hist["val_accuracy"][best]), 6),
         "class_weight": weights and {classes[c]: w for c, w in weights.items()},
+        **(extra or {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / MODEL_FILE)

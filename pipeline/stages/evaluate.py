@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from pipeline.cli import parser, run_cli, setup_logging
@@ -23,7 +22,7 @@ from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.features import MIRRORED, load_features
 from pipeline.model.heads import dense_on_images
-from pipeline.model.inference import image_probabilities, probabilities
+from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 
 
 def evaluate(
@@ -40,8 +39,8 @@ def evaluate(
     n, size = len(classes), backbone.image_size
     x_test, y_test = load_features(features, "test")
     paths = [r.path for r in split_rows(read_manifest(manifest), "test")]
-    head = keras.models.load_model(dense_dir / MODEL_FILE)
-    finetuned = keras.models.load_model(finetune_dir / MODEL_FILE)
+    head = load_for_inference(dense_dir / MODEL_FILE)
+    finetuned = load_for_inference(finetune_dir / MODEL_FILE)
     dense = probabilities(head, x_test, n)
     if cfg.tta_flip:  # extract cached the mirrored test images' features: the dense head decodes no image
         dense = (dense + probabilities(head, load_features(features, MIRRORED)[0], n)) / 2
@@ -77,8 +76,8 @@ def evaluate_folder(
         y = np.array([classes.index(u.label) for u in usable])
         paths = [str(u.read_from) for u in usable]
         models = {
-            "dense": dense_on_images(keras.models.load_model(dense_dir / MODEL_FILE), backbone),
-            "finetune": keras.models.load_model(finetune_dir / MODEL_FILE),
+            "dense": dense_on_images(load_for_inference(dense_dir / MODEL_FILE), backbone),
+            "finetune": load_for_inference(finetune_dir / MODEL_FILE),
         }
         probs = {head: image_probabilities(m, paths, n, size, cfg.tta_flip) for head, m in models.items()}
         metrics = score(y, probs, classes, out_dir, {})

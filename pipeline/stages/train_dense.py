@@ -1,47 +1,71 @@
-"""Stage 4: the classic dense head on the cached features (Flatten -> Dense -> Dropout -> sigmoid/softmax)."""
+"""Stage 4: the dense head on the cached features: pooling (or the classic Flatten), an optional hidden layer,
+dropout, sigmoid/softmax; dense.ensemble heads with consecutive seeds, averaged into one model."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from pipeline.cli import execution_record, parser, run_cli, setup_logging
 from pipeline.config import DenseConfig, load_config
 from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features
-from pipeline.model.heads import build_dense_head
-from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training
+from pipeline.model.heads import build_dense_head, ensemble
+from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
+
+Split = tuple[np.ndarray, np.ndarray]  # features, integer labels
 
 
-def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
-    meta = read_json(feature_dir / FEATURE_META_FILE)
-    classes = meta["classes"]
-    x_train, y_train = load_features(feature_dir, "train")
-    x_val, y_val = load_features(feature_dir, "validation")
-    keras.utils.set_random_seed(cfg.seed)
-    model = compile_for(
-        build_dense_head(tuple(meta["feature_shape"]), len(classes), cfg), cfg.learning_rate, len(classes)
-    )
-    weights = class_weights(y_train, len(classes), cfg.class_weight)
-    log.info(
-        "training dense head on %d train / %d validation feature vectors (class weights %s)",
-        len(x_train),
-        len(x_val),
-        weights,
-    )
+def fit_member(train: Split, val: Split, shape: tuple[int, ...], n: int, cfg: DenseConfig, member: int, weights):
+    """One head, seeded with seed + member; returns (model at its best epoch, history)."""
+    keras.utils.set_random_seed(cfg.seed + member)
+    name = "dense_head" if cfg.ensemble == 1 else f"member_{member}"
+    steps = math.ceil(len(train[0]) / cfg.batch_size)
+    model = compile_for(build_dense_head(shape, n, cfg, name), cfg, n, steps)
     history = model.fit(
-        x_train,
-        y_train,
+        train[0],
+        targets(train[1], n, cfg.label_smoothing),
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
-        validation_data=(x_val, y_val),
+        validation_data=(val[0], targets(val[1], n, cfg.label_smoothing)),
         callbacks=[best_epoch_callback(cfg.patience)],
         class_weight=weights,
         verbose=2,
     )
-    summary = save_training(model, history, out_dir, classes, weights)
+    return model, history
+
+
+def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
+    meta = read_json(feature_dir / FEATURE_META_FILE)
+    classes, shape = meta["classes"], tuple(meta["feature_shape"])
+    n = len(classes)
+    train, val = load_features(feature_dir, "train"), load_features(feature_dir, "validation")
+    weights = class_weights(train[1], n, cfg.class_weight)
+    log.info(
+        "training %d dense head(s) (%s pooling) on %d train / %d validation feature vectors (class weights %s)",
+        cfg.ensemble,
+        cfg.pooling,
+        len(train[0]),
+        len(val[0]),
+        weights,
+    )
+    fitted = [fit_member(train, val, shape, n, cfg, k, weights) for k in range(cfg.ensemble)]
+    model, extra = fitted[0][0], {}
+    if cfg.ensemble > 1:  # the saved model averages them; its validation scores are the ensemble's
+        model = compile_for(ensemble([m for m, _ in fitted]), cfg, n, 1)
+        loss, accuracy = model.evaluate(val[0], targets(val[1], n, cfg.label_smoothing), verbose=0)
+        extra = {
+            "val_loss": round(float(loss), 6),
+            "val_accuracy": round(float(accuracy), 6),
+            "members": cfg.ensemble,
+            "member_best_epochs": [int(np.argmin(h.history["val_loss"])) + 1 for _, h in fitted],
+            "member_epochs_run": [len(h.history["loss"]) for _, h in fitted],
+        }
+    summary = save_training(model, fitted[0][1], out_dir, classes, weights, extra)  # curves: the first member's
     log.info(
         "dense head: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
         summary["best_epoch"],
@@ -60,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     with execution_record(args.execution) as facts:
-        facts["epochs_run"] = train_dense(args.features, args.out, load_config(args.params).dense)["epochs_run"]
+        summary = train_dense(args.features, args.out, load_config(args.params).dense)
+        facts["epochs_run"] = sum(summary.get("member_epochs_run", [summary["epochs_run"]]))  # all members' epochs
 
 
 if __name__ == "__main__":

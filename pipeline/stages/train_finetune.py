@@ -1,12 +1,13 @@
 """Stage 5: MobileNet + the trained dense head, top conv blocks unfrozen, low learning rate, augmentation.
 
-The saved model takes raw RGB pixels in [0, 255]. With augmentation off, the frozen layers run once
+The saved model takes raw RGB pixels in [0, 255]. With no augmentation but flips, the frozen layers run once
 (model/finetune.py). With several GPUs visible, the model trains on all of them (finetune.multi_gpu), each batch
 split across them.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
@@ -17,10 +18,10 @@ from pipeline.config import BackboneConfig, FinetuneConfig, load_config
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.files import log
 from pipeline.model.devices import distribution
-from pipeline.model.finetune import Split, fit_cached
-from pipeline.model.heads import augments, build_finetune_model
+from pipeline.model.finetune import Split, cacheable, fit_cached
+from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
-from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training
+from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
 
 
 def train_finetune(
@@ -28,18 +29,20 @@ def train_finetune(
 ) -> dict:
     rows = read_manifest(manifest)
     classes = classes_of(rows)
-    keras.utils.set_random_seed(cfg.seed)
-    strategy = distribution(cfg.multi_gpu)
-    with strategy.scope():
-        head = keras.models.load_model(dense_model, compile=False)  # its optimizer state would bloat the model
-        model = compile_for(build_finetune_model(head, backbone, cfg), cfg.learning_rate, len(classes))
+    n = len(classes)
 
     def split(name: str) -> Split:
         part = split_rows(rows, name)
         return [r.path for r in part], np.array([classes.index(r.label) for r in part])
 
     train, val = split("train"), split("validation")
-    weights = class_weights(train[1], len(classes), cfg.class_weight)
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = distribution(cfg.multi_gpu)
+    with strategy.scope():
+        head = keras.models.load_model(dense_model, compile=False)  # its optimizer state would bloat the model
+        steps = math.ceil(len(train[0]) / cfg.batch_size)
+        model = compile_for(build_finetune_model(head, backbone, cfg), cfg, n, steps)
+    weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
         "fine-tuning on %d train / %d validation images (class weights %s, %d replica(s))",
         len(train[0]),
@@ -49,13 +52,14 @@ def train_finetune(
     )
     fit = dict(epochs=cfg.epochs, callbacks=[best_epoch_callback(cfg.patience)], class_weight=weights, verbose=2)
     history = None
-    if not augments(cfg.augment):
-        history = fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, len(classes), out_dir, **fit)
+    if cacheable(cfg):
+        history = fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, **fit)
     if history is None:
         size, batch = backbone.image_size, cfg.batch_size
+        y_train, y_val = (targets(y, n, cfg.label_smoothing) for y in (train[1], val[1]))
         history = model.fit(
-            image_dataset(train[0], train[1].tolist(), size, batch, shuffle_seed=cfg.seed),
-            validation_data=image_dataset(val[0], val[1].tolist(), size, batch),
+            image_dataset(train[0], y_train, size, batch, shuffle_seed=cfg.seed),
+            validation_data=image_dataset(val[0], y_val, size, batch),
             shuffle=False,
             **fit,
         )  # the dataset reshuffles itself each epoch

@@ -7,7 +7,6 @@ import csv
 import os
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.models import infer_signature
@@ -16,6 +15,7 @@ from pipeline.config import Config
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.files import read_json, sha256_file
 from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
+from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import load_image
 from pipeline.tracking.lineage import pip_requirements
 from pipeline.tracking.served import log_pyfunc_model
@@ -121,7 +121,7 @@ def log_head(
                 model_dir, cfg.evaluate.tta_flip, example_image, registered_model_name=f"{model_name(cfg)}-served"
             )
         # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
-        model = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
+        model = load_for_inference(model_dir / MODEL_FILE)
         return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
             name=head,
             artifact_path=None,

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import keras
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
@@ -28,6 +27,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from pipeline.files import read_json, write_json
 from pipeline.imports import closure
 from pipeline.layout import MODEL_FILE, PROJECT, SUMMARY_FILE
+from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import Prediction, Predictor
 from pipeline.tracking.lineage import pip_requirements
 
@@ -53,7 +53,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         meta = read_json(context.artifacts["meta"])
-        model = keras.models.load_model(context.artifacts["model"], compile=False)
+        model = load_for_inference(context.artifacts["model"])
         self.predictor = Predictor(model, meta["classes"], meta["image_size"], meta["tta_flip"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def log_pyfunc_model(
     """Log `model_dir`'s model.keras (raw-pixel input: the fine-tuned model) with its class names from
     summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
     under `registered_model_name` when given. `example`: an image file, the request example MLflow shows."""
-    model = keras.models.load_model(model_dir / MODEL_FILE)
+    model = load_for_inference(model_dir / MODEL_FILE)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: serve the fine-tuned model")

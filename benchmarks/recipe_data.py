@@ -1,0 +1,102 @@
+"""What benchmarks/recipes.py trains on and how it scores: both real datasets prepared and extracted once under
+.cache/bench/<name>/ by the pipeline's own stage functions, and validation (or test) scores of a trained model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import REPO, SHARED
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss
+
+from pipeline.config import Config, load_config
+from pipeline.data.archive import download
+from pipeline.data.manifest import classes_of, read_manifest, split_rows
+from pipeline.layout import DatasetLayout
+from pipeline.model.features import MIRRORED, load_features
+from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
+from pipeline.stages.extract import extract
+from pipeline.stages.prepare import prepare
+
+WORK = REPO / ".cache" / "bench"
+DATASETS = {
+    "cats_and_dogs_filtered": SHARED / "mirror" / "cats_and_dogs_filtered.zip",
+    "hymenoptera_data": SHARED / "mirror" / "hymenoptera_data.zip",
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    cfg: Config  # params.yaml with this dataset's data section
+    data: DatasetLayout
+
+    def labels(self, split: str) -> np.ndarray:
+        return load_features(self.data.features, split)[1]
+
+    def paths(self, split: str) -> list[str]:
+        return [r.path for r in split_rows(read_manifest(self.data.manifest), split)]
+
+    @property
+    def classes(self) -> list[str]:
+        return classes_of(read_manifest(self.data.manifest))
+
+
+def dataset(name: str) -> Dataset:
+    """Downloaded (from ../shared), prepared and extracted with params.yaml's split, backbone and extract keys."""
+    base = load_config(REPO / "params.yaml")
+    cfg = base.model_copy(update={"data": base.data.model_copy(update={"name": name, "url": str(DATASETS[name])})})
+    data = DatasetLayout.of(name, WORK)
+    if not (data.features / "meta.json").exists():
+        start = time.perf_counter()
+        download(cfg.data, data.raw)
+        prepare(data.raw, data.prepared, data.prepare_summary, cfg.split)
+        extract(data.manifest, data.features, cfg.backbone, cfg.extract)
+        print(f"{name}: prepared and extracted in {time.perf_counter() - start:.0f} s", flush=True)
+    return Dataset(name, cfg, data)
+
+
+def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy and log loss (the plain one: label smoothing would make heads' val_loss incomparable)."""
+    return {
+        "accuracy": float(accuracy_score(y, probs.argmax(1))),
+        "log_loss": float(log_loss(y, np.clip(probs, 1e-7, 1), labels=list(range(probs.shape[1])))),
+    }
+
+
+def dense_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
+    """The dense head on the split's cached features; on test, flip-averaged as evaluate does."""
+    head, n = load_for_inference(model_dir / "model.keras"), len(ds.classes)
+    x, y = load_features(ds.data.features, split)
+    p = probabilities(head, x, n)
+    if split == "test" and ds.cfg.evaluate.tta_flip:
+        p = (p + probabilities(head, load_features(ds.data.features, MIRRORED)[0], n)) / 2
+    return scores(y, p)
+
+
+def finetune_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
+    """The fine-tuned model on the split's images (flip-averaged on test, as evaluate does)."""
+    model = load_for_inference(model_dir / "model.keras")
+    tta = split == "test" and ds.cfg.evaluate.tta_flip
+    p = image_probabilities(model, ds.paths(split), len(ds.classes), ds.cfg.backbone.image_size, tta)
+    return scores(ds.labels(split), p)
+
+
+def baseline_scores(ds: Dataset, split: str) -> dict[str, float]:
+    """The baseline to beat: scikit-learn's logistic regression on global-average-pooled features."""
+
+    def pooled(s: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = load_features(ds.data.features, s)
+        return x.mean(axis=(1, 2)), y
+
+    x, y = pooled("train")
+    model = LogisticRegression(max_iter=5000).fit(x, y)
+    x_eval, y_eval = pooled(split)
+    p = model.predict_proba(x_eval)
+    if split == "test" and ds.cfg.evaluate.tta_flip:
+        p = (p + model.predict_proba(load_features(ds.data.features, MIRRORED)[0].mean(axis=(1, 2)))) / 2
+    return scores(y_eval, p)

@@ -1,0 +1,123 @@
+"""Learning-rate range test for either head, on what the pipeline already cached (not a DVC stage: run it when
+choosing dense.learning_rate or finetune.learning_rate, then set the value in params.yaml).
+
+    python -m pipeline.lr_find --head dense       # the dense head on the cached features: seconds
+    python -m pipeline.lr_find --head finetune    # the fine-tuning model, on its frozen layers' cached output
+
+Writes data/<name>/lr_find/<head>.csv (learning_rate, loss, smoothed_loss: `dvc plots show` draws it), .png and
+.json (the suggestion); with --mlflow also logs them to an `lr_find <head>` run of the dataset's experiment.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.config import Config, load_config
+from pipeline.data.manifest import classes_of, read_manifest, split_rows
+from pipeline.evaluation.plots import plt, save_figure
+from pipeline.files import log, read_json, write_csv, write_json
+from pipeline.layout import FEATURE_META_FILE, HEADS, DatasetLayout
+from pipeline.model.backbone import BASE_NAME, split_at_trainable
+from pipeline.model.devices import distribution
+from pipeline.model.features import load_features
+from pipeline.model.finetune import frozen_activations
+from pipeline.model.heads import build_dense_head, build_finetune_model
+from pipeline.model.inference import load_for_inference
+from pipeline.model.inputs import array_dataset
+from pipeline.model.lr_range import RangeTest, range_test
+from pipeline.model.training import compile_for, targets
+
+
+def dense_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
+    meta = read_json(data.features / FEATURE_META_FILE)
+    n, dense = len(meta["classes"]), cfg.dense.model_copy(update={"schedule": "constant"})
+    x, y = load_features(data.features, "train")
+    keras.utils.set_random_seed(dense.seed)
+    model = compile_for(build_dense_head(tuple(meta["feature_shape"]), n, dense), dense, n, 1)
+    batches = array_dataset(x, targets(y, n, dense.label_smoothing), dense.batch_size, shuffle_seed=dense.seed)
+    return range_test(model, batches, steps)
+
+
+def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
+    """The trained dense head under the top blocks, as train_finetune starts; the frozen layers run once."""
+    rows = read_manifest(data.manifest)
+    classes = classes_of(rows)
+    n, ft = len(classes), cfg.finetune.model_copy(update={"schedule": "constant"})
+    train = split_rows(rows, "train")
+    keras.utils.set_random_seed(ft.seed)
+    strategy = distribution(False)
+    head = load_for_inference(data.model_file("dense"))
+    bottom, top = split_at_trainable(
+        build_finetune_model(head, cfg.backbone, ft).get_layer(BASE_NAME), ft.unfreeze_blocks
+    )
+    (x,) = frozen_activations(
+        bottom, strategy, [r.path for r in train], False, cfg.backbone.image_size, ft.batch_size, data.root / "lr_find"
+    )
+    inputs = keras.Input(top.input.shape[1:])
+    model = compile_for(keras.Model(inputs, head(top(inputs, training=False))), ft, n, 1)
+    y = targets(np.array([classes.index(r.label) for r in train]), n, ft.label_smoothing)
+    return range_test(model, array_dataset(x, y, ft.batch_size, shuffle_seed=ft.seed), steps)
+
+
+def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:
+    rows = zip(result.learning_rates, result.losses, result.smoothed)
+    write_csv(stem.with_suffix(".csv"), ["learning_rate", "loss", "smoothed_loss"], rows)
+    write_json(stem.with_suffix(".json"), {"suggestion": result.suggestion, "minimum_over_10": result.minimum})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result.learning_rates, result.losses, alpha=0.3, label="batch loss")
+    ax.plot(result.learning_rates, result.smoothed, label="smoothed")
+    ax.axvline(result.suggestion, color="tab:red", ls="--", label=f"steepest descent {result.suggestion:.1e}")
+    ax.axvline(result.minimum, color="tab:green", ls=":", label=f"minimum / 10 {result.minimum:.1e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"{head}: learning-rate range test")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    ax.set_ylim(0, 1.5 * max(finite[: max(len(finite) // 2, 1)]))  # divergence at the end would hide the rest
+    ax.legend()
+    save_figure(fig, stem.with_suffix(".png"))
+    return [stem.with_suffix(s) for s in (".csv", ".png", ".json")]
+
+
+def log_to_mlflow(cfg: Config, head: str, result: RangeTest, files: list[Path]) -> str:
+    import mlflow
+
+    from pipeline.tracking.store import check_reachable, tracking_uri
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.data.name)
+    with mlflow.start_run(run_name=f"lr_find {head}") as run:
+        mlflow.log_metrics({"suggested_learning_rate": result.suggestion, "minimum_over_10": result.minimum})
+        for f in files:
+            mlflow.log_artifact(str(f), "lr_find")
+    return run.info.run_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--head", choices=HEADS, required=True)
+    ap.add_argument("--steps", type=int, default=200, help="batches to train on while the rate grows")
+    ap.add_argument("--mlflow", action="store_true", help="also log the results to MLflow")
+    args = ap.parse_args(argv)
+    setup_logging()
+    cfg = load_config(args.params)
+    data = DatasetLayout.of(cfg.data.name)
+    result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
+    files = write_results(result, data.lr_find(args.head), args.head)
+    log.info(
+        "suggested %s.learning_rate: %.2e (minimum / 10: %.2e); plot %s",
+        args.head,
+        result.suggestion,
+        result.minimum,
+        files[1],
+    )
+    if args.mlflow:
+        log.info("logged to MLflow run %s", log_to_mlflow(cfg, args.head, result, files))
+
+
+if __name__ == "__main__":
+    run_cli(main, FileNotFoundError)
