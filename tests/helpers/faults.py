@@ -1,27 +1,18 @@
-"""Makers of bad inputs for the fault suite: broken and unusual images, hostile archives, misbehaving HTTP
-servers, and processes killed mid-way."""
+"""Makers of bad inputs for the fault suite: broken and unusual images, a dataset holding every kind of them,
+hostile archives. (Misbehaving servers: servers.py; processes killed mid-way: processes.py.)"""
+
 from __future__ import annotations
 
-import functools
-import http.server
 import io
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
 import tarfile
-import threading
-import time
 import zlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from tests.conftest import REPO, make_image
+from tests.helpers.images import make_image
 
 HUGE = (12000, 9000)
 
@@ -47,7 +38,7 @@ def corrupt_jpeg(path: Path, source: Path) -> None:
     """Garbage in the middle of the entropy-coded data (headers intact)."""
     data = bytearray(source.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = bytes(range(7, 71))
+    data[mid : mid + 64] = bytes(range(7, 71))
     path.write_bytes(bytes(data))
 
 
@@ -149,21 +140,50 @@ def make_fault_dataset(raw: Path, per_class: int = 12) -> dict[str, str]:
     (raw / "README.md").write_text("beside the wrapper folder\n")
     make_image(raw / "__MACOSX" / "pets" / "cats" / "m.jpg", 0, 97)
     expected = {f"pets/{n}/{n}.{i}.jpg": "ok" for n in ("cats", "dogs") for i in range(per_class)}
-    expected.update({f"pets/cats/{k}": v for k, v in {
-        "truncated.jpg": "cannot decode", "empty.jpg": "empty file", "text.jpg": "not an image",
-        "notes.txt": "not an image file suffix", "jpeg_named.png": "ok", "alpha.png": "converted",
-        "grey.jpg": "ok", "grey.png": "ok", "bilevel.png": "converted", "cmyk.jpg": "converted",
-        "grey16.png": "converted", "rgb16.png": "ok", "palette.gif": "converted",
-        "palette_alpha.png": "converted", "animated.gif": "converted", "lossless.webp": "converted",
-        "palette.bmp": "converted", "photo.tif": "converted", "float.tif": "converted", "exif6.jpg": "converted",
-        "exif8.jpg": "converted", "nested/deeper/n.jpg": "ok", ".thumbs/t.jpg": "hidden",
-        ".DS_Store": "hidden", "._cats.1.jpg": "hidden",
-        "corrupt_middle.jpg": "ok|cannot decode",  # libjpeg may repair it or give up: both are fine
-    }.items()})
-    expected.update({"pets/dogs/huge.jpg": "converted", "pets/dogs/bomb.png": "too large to decode safely",
-                     "pets/birds/.DS_Store": "hidden", "pets/.Trash/x.jpg": "inside a hidden folder",
-                     "pets/LICENSE.txt": "outside", "README.md": "outside",
-                     "__MACOSX/pets/cats/m.jpg": "outside"})
+    expected.update(
+        {
+            f"pets/cats/{k}": v
+            for k, v in {
+                "truncated.jpg": "cannot decode",
+                "empty.jpg": "empty file",
+                "text.jpg": "not an image",
+                "notes.txt": "not an image file suffix",
+                "jpeg_named.png": "ok",
+                "alpha.png": "converted",
+                "grey.jpg": "ok",
+                "grey.png": "ok",
+                "bilevel.png": "converted",
+                "cmyk.jpg": "converted",
+                "grey16.png": "converted",
+                "rgb16.png": "ok",
+                "palette.gif": "converted",
+                "palette_alpha.png": "converted",
+                "animated.gif": "converted",
+                "lossless.webp": "converted",
+                "palette.bmp": "converted",
+                "photo.tif": "converted",
+                "float.tif": "converted",
+                "exif6.jpg": "converted",
+                "exif8.jpg": "converted",
+                "nested/deeper/n.jpg": "ok",
+                ".thumbs/t.jpg": "hidden",
+                ".DS_Store": "hidden",
+                "._cats.1.jpg": "hidden",
+                "corrupt_middle.jpg": "ok|cannot decode",  # libjpeg may repair it or give up: both are fine
+            }.items()
+        }
+    )
+    expected.update(
+        {
+            "pets/dogs/huge.jpg": "converted",
+            "pets/dogs/bomb.png": "too large to decode safely",
+            "pets/birds/.DS_Store": "hidden",
+            "pets/.Trash/x.jpg": "inside a hidden folder",
+            "pets/LICENSE.txt": "outside",
+            "README.md": "outside",
+            "__MACOSX/pets/cats/m.jpg": "outside",
+        }
+    )
     return expected
 
 
@@ -177,67 +197,3 @@ def tar_with(path: Path, name: str, kind: bytes = tarfile.REGTYPE, link: str = "
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
-
-
-class _Faulty(http.server.SimpleHTTPRequestHandler):
-    """Serves files; `mode` "truncate" announces the full length and sends half, "drop" closes at once."""
-
-    mode = "ok"
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:
-        if self.mode == "drop":
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        data = Path(self.translate_path(self.path)).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2] if self.mode == "truncate" else data)
-        self.close_connection = True
-
-
-def serve(directory: Path, mode: str = "ok") -> http.server.ThreadingHTTPServer:
-    handler = functools.partial(type("Handler", (_Faulty,), {"mode": mode}), directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def silent_listener() -> socket.socket:
-    """Accepts connections (via the kernel backlog) and never answers: a hung server."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    return sock
-
-
-def env() -> dict[str, str]:
-    """The environment for stage subprocesses: this venv first on PATH, the repo importable."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-
-
-def start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """Start `cmd` in its own process group (so a kill reaches its children, like a killed CI job)."""
-    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120) -> bool:
-    """SIGKILL `proc`'s process group as soon as `ready()`; False if it ended first."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.01)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return False

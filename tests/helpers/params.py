@@ -1,0 +1,76 @@
+"""The tests' params: the repo's params.yaml with tiny values merged in, so every key the schema requires is
+there and comes from the one file that sets it (pipeline/config.py has no defaults)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Config, DataConfig, parse_config
+from tests.helpers import REPO
+
+# What differs from params.yaml: a 32 px backbone, small heads and batches, few epochs.
+TINY = {
+    "data": {"name": "synthetic", "url": "PLACEHOLDER", "sha256": None, "size": None},
+    "split": {"seed": 7, "test_from_validation": 0.5, "validation": 0.2, "test": 0.2},
+    "backbone": {"name": "mobilenet", "alpha": 1.0, "weights": "imagenet", "image_size": 32},
+    "extract": {"batch_size": 16},
+    "dense": {
+        "units": 16,
+        "activation": "relu",
+        "dropout": 0.2,
+        "learning_rate": 0.01,
+        "epochs": 6,
+        "patience": 3,
+        "batch_size": 8,
+        "seed": 1,
+    },
+    "finetune": {
+        "unfreeze_blocks": 1,
+        "learning_rate": 1e-4,
+        "epochs": 2,
+        "patience": 2,
+        "batch_size": 8,
+        "seed": 1,
+        "augment": {"flip": True, "rotation": 0.05, "zoom": 0.1},
+    },
+    "evaluate": {"tta_flip": True},
+}
+
+
+def deep_merge(base: dict, *overs: dict) -> dict:
+    """A new dict: each of `overs` laid over `base` in turn, section by section (nested dicts merge)."""
+    out = copy.deepcopy(base)
+    for over in overs:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(*overrides: dict) -> dict:
+    """params.yaml + TINY + `overrides` (e.g. {"data": {"name": "x", "url": "x.zip"}}): a complete params dict."""
+    return deep_merge(repo_params(), TINY, *overrides)
+
+
+def tiny_config(*overrides: dict) -> Config:
+    return parse_config(tiny_params(*overrides))
+
+
+def data_config(url: str, **keys) -> DataConfig:
+    """The data section for `url` (name "s"), with e.g. sha256= / size= set."""
+    return tiny_config({"data": {"name": "s", "url": url, **keys}}).data
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

@@ -1,0 +1,78 @@
+"""Running the pipeline's stages in this process, exactly as dvc.yaml's commands run them, on tiny data."""
+
+from __future__ import annotations
+
+import importlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Config, parse_config
+from pipeline.layout import LOCK_FILE, PARAMS_FILE, DatasetLayout
+from tests.helpers import REPO
+from tests.helpers.images import make_dataset, zip_dir
+from tests.helpers.params import tiny_params, write_params
+from tests.helpers.project import LOCK, git
+
+DATA_VAR = "data/${data.name}"  # how dvc.yaml spells a dataset's folder
+STAGES = ("download", "prepare", "extract", "train_dense", "train_finetune", "evaluate")  # track aside
+
+
+def stage_command(stage: str, data: DatasetLayout) -> tuple[str, list[str]]:
+    """The module and arguments of `stage`'s command in dvc.yaml, its paths moved under `data.root`."""
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    python, flag, module, *args = shlex.split(cmd)
+    assert (python, flag) == ("python", "-m"), cmd
+    return module, [str(data.root) + a[len(DATA_VAR) :] if a.startswith(DATA_VAR) else a for a in args]
+
+
+def run_stage(stage: str, data: DatasetLayout, params: Path) -> None:
+    """`stage`'s CLI (its main()) with dvc.yaml's arguments and `params`, in this process."""
+    module, args = stage_command(stage, data)
+    importlib.import_module(module).main(["--params", str(params), *args])
+
+
+def run_stages(data: DatasetLayout, params: Path, first: str = "extract", last: str = "evaluate") -> None:
+    """The stages from `first` to `last` in pipeline order, each as run_stage runs it."""
+    for stage in STAGES[STAGES.index(first) : STAGES.index(last) + 1]:
+        run_stage(stage, data, params)
+
+
+@dataclass(frozen=True)
+class TinyProject:
+    """The tiny two-class pipeline's outputs under root/data/<name>, beside its params.yaml and a dvc.lock
+    committed to git (what the track stage reads), and the archive it was downloaded from."""
+
+    root: Path
+    data: DatasetLayout
+    params: dict
+    archive: Path
+    commit: str
+
+    @property
+    def cfg(self) -> Config:
+        return parse_config(self.params)
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+
+def build_tiny_project(root: Path, name: str = "tiny") -> TinyProject:
+    """2 classes x 20 images (the archive's train/validation layout), download to evaluate."""
+    archive = zip_dir(make_dataset(root / "src" / name), root / f"{name}.zip")
+    params = tiny_params({"data": {"name": name, "url": str(archive)}})
+    write_params(root / PARAMS_FILE, params)
+    data = DatasetLayout.of(name, root)
+    run_stages(data, root / PARAMS_FILE, first="download")
+    (root / LOCK_FILE).write_text(yaml.safe_dump(LOCK))
+    git(root, "init", "-q")
+    git(root, "add", str(LOCK_FILE), str(PARAMS_FILE))
+    git(root, "commit", "-qm", "tiny")
+    return TinyProject(root, data, params, archive, git(root, "rev-parse", "HEAD"))

@@ -1,0 +1,46 @@
+"""Copies of the project, git in them, and the dvc.lock the tracking tests read."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.helpers import REPO
+
+# A dvc.lock with one plain and one foreach-style (`x@y`) stage entry, for the DVC tags of MLflow runs.
+LOCK = {
+    "schema": "2.0",
+    "stages": {
+        "prepare": {"cmd": "python -m pipeline.stages.prepare", "outs": [{"md5": "a"}]},
+        "train@dense": {"cmd": "python -m pipeline.stages.train_dense"},
+    },
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """`git <args>` in `cwd` with a throwaway identity; its stdout."""
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files git would see (tracked and new), without the real dataset's outputs and dvc.lock."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file() and not rel.startswith("data/") and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
