@@ -1,14 +1,22 @@
-"""Code checks: params.yaml is validated once, and a bad value names its key."""
+"""Code checks: params.yaml is validated once, a bad value names its key, and no key has a default."""
+
 import pytest
 
 from pipeline.config import ConfigError, load_config, parse_config
-from tests.conftest import REPO, TINY_PARAMS
+from tests.helpers import REPO
+from tests.helpers.params import repo_params, tiny_params
 
 
 def test_repo_params_load():
     cfg = load_config(REPO / "params.yaml")
     assert cfg.backbone.name == "mobilenet"
     assert "dense.learning_rate" in cfg.flat()
+
+
+def test_tiny_params_are_complete_and_tiny():
+    cfg = parse_config(tiny_params())
+    assert set(cfg.flat()) == set(load_config(REPO / "params.yaml").flat())
+    assert cfg.backbone.image_size == 32 and cfg.dense.epochs == 6
 
 
 @pytest.mark.parametrize(
@@ -24,29 +32,46 @@ def test_repo_params_load():
     ],
 )
 def test_bad_value_is_rejected_naming_the_key(section, key, value, expect):
-    raw = {k: dict(v) for k, v in TINY_PARAMS.items()}
-    raw[section][key] = value
+    raw = tiny_params({section: {key: value}})
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert expect in str(err.value)
 
 
-def test_unknown_backbone_lists_allowed_values():
-    raw = {k: dict(v) for k, v in TINY_PARAMS.items()}
-    raw["backbone"]["name"] = "vgg16"
-    with pytest.raises(ConfigError, match="mobilenet"):
+def _dotted_keys(params: dict, prefix: str = "") -> list[str]:
+    return [
+        k
+        for key, value in params.items()
+        for k in (_dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+    ]
+
+
+@pytest.mark.parametrize("key", _dotted_keys(repo_params()))
+def test_a_missing_key_is_an_error_naming_it(key):
+    """No defaults in code: params.yaml is the one place a value is set."""
+    raw = tiny_params()
+    *sections, leaf = key.split(".")
+    node = raw
+    for section in sections:
+        node = node[section]
+    del node[leaf]
+    with pytest.raises(ConfigError) as err:
         parse_config(raw)
+    assert f"{key}: Field required" in str(err.value)
+
+
+def test_unknown_backbone_lists_allowed_values():
+    with pytest.raises(ConfigError, match="mobilenet"):
+        parse_config(tiny_params({"backbone": {"name": "vgg16"}}))
 
 
 def test_unknown_section_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="extras"):
-        parse_config({**TINY_PARAMS, "extras": {}})
+        parse_config({**tiny_params(), "extras": {}})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
 
 
 def test_split_shares_must_leave_training_data():
-    raw = {k: dict(v) for k, v in TINY_PARAMS.items()}
-    raw["split"].update(validation=0.6, test=0.5)
     with pytest.raises(ConfigError, match="split"):
-        parse_config(raw)
+        parse_config(tiny_params({"split": {"validation": 0.6, "test": 0.5}}))

@@ -1,0 +1,42 @@
+"""Per-run overrides of params.yaml: checked against the schema before anything runs, handed to DVC typed."""
+
+import pytest
+
+from flows.overrides import apply_overrides, effective_config, expand_grid, parse_assignment, parse_value, set_args
+from pipeline.config import ConfigError
+from tests.helpers.params import tiny_params, write_params
+
+
+def test_overrides_are_checked_before_anything_runs(tmp_path):
+    write_params(tmp_path / "params.yaml", tiny_params({"data": {"name": "orchestrated", "url": "unused.zip"}}))
+    cfg = effective_config(tmp_path, {"dense.learning_rate": 0.5, "dense.activation": "gelu"})
+    assert (cfg.dense.learning_rate, cfg.dense.activation, cfg.dense.units) == (0.5, "gelu", 16)
+    for typo in ({"dense.learnig_rate": 0.1}, {"dense.dropout": 1.5}, {"data.name.x": 1}):
+        with pytest.raises(ConfigError):
+            effective_config(tmp_path, typo)
+    assert set_args({"dense.learning_rate": 1e-5, "dense.activation": "relu"}) == [
+        "-S",
+        "dense.learning_rate=1e-05",
+        "-S",
+        'dense.activation="relu"',
+    ]
+    assert expand_grid({"dense.units": [8, 16], "dense.dropout": [0.1]}) == [
+        {"dense.units": 8, "dense.dropout": 0.1},
+        {"dense.units": 16, "dense.dropout": 0.1},
+    ]
+
+
+def test_apply_overrides_copies_and_sets_nested_keys():
+    params = {"finetune": {"augment": {"flip": True}, "epochs": 8}}
+    out = apply_overrides(params, {"finetune.augment.flip": False, "finetune.epochs": 2})
+    assert out == {"finetune": {"augment": {"flip": False}, "epochs": 2}}
+    assert params["finetune"]["augment"]["flip"] is True  # the original is untouched
+
+
+def test_command_line_values_keep_their_types():
+    assert [parse_value(v) for v in ("1e-4", "64", "true", "null", "relu")] == [1e-4, 64, True, None, "relu"]
+    assert parse_assignment(" dense.units = 128 ") == ("dense.units", "128")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_assignment("dense.units")
+    with pytest.raises(ConfigError):
+        expand_grid({"dense.units": []})
