@@ -1,5 +1,6 @@
 """Grad-CAM, the galleries and the HTML report, on untrained fine-tune models (no training needed to check them):
 64 px input, so the last conv grid is 2x2 and a heatmap has some shape."""
+
 import re
 
 import keras
@@ -7,28 +8,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import BackboneConfig, DenseConfig, EvaluateConfig, FinetuneConfig
-from pipeline.explain import gradcam_parts, heatmaps, overlay, write_explanations
-from pipeline.io import write_json
-from pipeline.metrics import classification_metrics
-from pipeline.report import main as report_main
-from pipeline.report import write_report
-from pipeline.train_dense import build_dense_head
-from pipeline.train_finetune import build_finetune_model
-from tests.conftest import make_image
+from pipeline.evaluation.explain import gradcam_parts, heatmaps, overlay, write_explanations
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.evaluation.report import main as report_main
+from pipeline.evaluation.report import write_report
+from pipeline.files import write_json
+from pipeline.model.heads import build_dense_head, build_finetune_model
+from tests.helpers.images import make_image
+from tests.helpers.params import tiny_config
 
 SIZE = 64
-BACKBONE = BackboneConfig(image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
 def models():
     """Untrained fine-tune models (augmentation included, as train_finetune builds them) for 2 and 3 classes."""
     keras.utils.set_random_seed(0)
+    cfg = tiny_config({"backbone": {"image_size": SIZE}, "dense": {"units": 8}, "finetune": {"unfreeze_blocks": 1}})
     out = {}
     for n in (2, 3):
-        head = build_dense_head((2, 2, 1024), n, DenseConfig(units=8))
-        out[n] = build_finetune_model(head, BACKBONE, FinetuneConfig(unfreeze_blocks=1))
+        head = build_dense_head((2, 2, 1024), n, cfg.dense)
+        out[n] = build_finetune_model(head, cfg.backbone, cfg.finetune)
     return out
 
 
@@ -76,6 +76,10 @@ def test_a_model_without_mobilenet_is_rejected():
         gradcam_parts(model)
 
 
+def _evaluate(**keys):
+    return tiny_config({"evaluate": keys}).evaluate
+
+
 def _probs(y: np.ndarray, n: int, wrong: list[int]) -> np.ndarray:
     p = np.full((len(y), n), 0.1)
     p[np.arange(len(y)), y] = 0.8
@@ -90,17 +94,33 @@ def test_galleries_and_self_contained_report(models, images, tmp_path):
     y = np.array([0, 1, 2, 0, 1, 2])
     probs = {"dense": _probs(y, 3, [0, 4]), "finetune": _probs(y, 3, [])}
     plots = tmp_path / "reports" / "plots"
-    written = write_explanations(plots, models[3], paths, y, probs, classes, SIZE,
-                                 EvaluateConfig(explain_per_class=2, misclassified_max=1))
-    assert [p.name for p in written] == ["gradcam_finetune.png", "misclassified_dense.png",
-                                         "misclassified_finetune.png"]
+    written = write_explanations(
+        plots, models[3], paths, y, probs, classes, SIZE, _evaluate(explain_per_class=2, misclassified_max=1)
+    )
+    assert [p.name for p in written] == [
+        "gradcam_finetune.png",
+        "misclassified_dense.png",
+        "misclassified_finetune.png",
+    ]
     for p in written:
         assert Image.open(p).format == "PNG"
-    assert write_explanations(tmp_path / "none", models[3], paths, y, probs, classes, SIZE,
-                              EvaluateConfig(explain_per_class=0, misclassified_max=0)) == []
+    assert (
+        write_explanations(
+            tmp_path / "none",
+            models[3],
+            paths,
+            y,
+            probs,
+            classes,
+            SIZE,
+            _evaluate(explain_per_class=0, misclassified_max=0),
+        )
+        == []
+    )
 
-    write_json(tmp_path / "reports" / "metrics.json",
-               {h: classification_metrics(y, p, classes) for h, p in probs.items()})
+    write_json(
+        tmp_path / "reports" / "metrics.json", {h: classification_metrics(y, p, classes) for h, p in probs.items()}
+    )
     model_dir = tmp_path / "finetune"
     write_json(model_dir / "summary.json", {"best_epoch": 1, "epochs_run": 2, "class_weight": {"birds": 1.5}})
     html = write_report(tmp_path / "reports", {"finetune": model_dir}).read_text()

@@ -1,5 +1,6 @@
 """The fast paths compute what the plain ones would: streamed features and the mirrored test images' features
 (from shared decodes), fine-tuning on cached frozen activations, and features split across two replicas."""
+
 import os
 import subprocess
 import sys
@@ -9,22 +10,27 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.backbone import conv_base, image_dataset, preprocess
-from pipeline.config import FinetuneConfig, SplitConfig, parse_config
-from pipeline.extract import MIRRORED, extract, load_features
-from pipeline.manifest import SPLITS, read_manifest, split_rows
-from pipeline.prepare import prepare
-from pipeline.train_dense import train_dense
-from pipeline.train_finetune import train_finetune
-from tests.conftest import REPO, TINY_PARAMS, make_dataset
+from pipeline.config import FinetuneConfig
+from pipeline.data.manifest import read_manifest, split_rows
+from pipeline.layout import SPLITS
+from pipeline.model.backbone import conv_base, preprocess
+from pipeline.model.features import MIRRORED, load_features
+from pipeline.model.inputs import image_dataset
+from pipeline.stages.extract import extract
+from pipeline.stages.prepare import prepare
+from pipeline.stages.train_dense import train_dense
+from pipeline.stages.train_finetune import train_finetune
+from tests.helpers import REPO
+from tests.helpers.images import make_dataset
+from tests.helpers.params import tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
     make_dataset(tmp / "raw", per_class=13, layout="flat")  # 26 images: every split ends in a partial batch
-    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", SplitConfig(**TINY_PARAMS["split"]), workers=1)
-    cfg = parse_config({**TINY_PARAMS, "extract": {"batch_size": 4}})
+    cfg = tiny_config({"extract": {"batch_size": 4}})
+    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split, workers=1)
     extract(tmp / "prepared" / "manifest.csv", tmp / "features", cfg.backbone, cfg.extract)
     return tmp, cfg
 
@@ -47,8 +53,9 @@ def test_finetune_without_augmentation_trains_on_cached_activations_and_saves_th
     train_dense(tmp / "features", tmp / "dense", cfg.dense)
     no_aug = FinetuneConfig(**{**cfg.finetune.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
     with caplog.at_level("INFO", logger="pipeline"):
-        summary = train_finetune(tmp / "prepared" / "manifest.csv", tmp / "dense" / "model.keras", tmp / "ft",
-                                 cfg.backbone, no_aug)
+        summary = train_finetune(
+            tmp / "prepared" / "manifest.csv", tmp / "dense" / "model.keras", tmp / "ft", cfg.backbone, no_aug
+        )
     assert "activations" in caplog.text and "cached" in caplog.text
     model = keras.models.load_model(tmp / "ft" / "model.keras")
     val = split_rows(read_manifest(tmp / "prepared" / "manifest.csv"), "validation")
@@ -64,11 +71,11 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np, sys
 from pathlib import Path
-from pipeline.backbone import conv_base
 from pipeline.config import BackboneConfig
-from pipeline.extract import feature_function, stream_features
+from pipeline.model.backbone import conv_base
+from pipeline.model.features import feature_function, stream_features
 paths, out = sys.argv[1:-1], Path(sys.argv[-1])
-base = conv_base(BackboneConfig(image_size=32))
+base = conv_base(BackboneConfig(name="mobilenet", alpha=1.0, weights="imagenet", image_size=32))
 for name, strategy in (("one", tf.distribute.get_strategy()),
                        ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
     files = [out / f"{name}.npy", out / f"{name}.mirror.npy"]
@@ -80,8 +87,13 @@ def test_features_split_across_two_replicas_equal_those_of_one(tiny, tmp_path):
     tmp, _ = tiny
     paths = [r.path for r in read_manifest(tmp / "prepared" / "manifest.csv")][:11]  # last batch: 3 over 2 replicas
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(TWO_REPLICAS), *paths, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TWO_REPLICAS), *paths, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for suffix in ("npy", "mirror.npy"):
         one, two = np.load(tmp_path / f"one.{suffix}"), np.load(tmp_path / f"two.{suffix}")

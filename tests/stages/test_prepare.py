@@ -1,17 +1,19 @@
 """Data checks: manifest complete, splits disjoint, stratified and deterministic for a seed."""
+
 from collections import Counter
 
 import pytest
 
-from pipeline.config import SplitConfig
-from pipeline.io import read_json
-from pipeline.manifest import read_manifest
-from pipeline.prepare import DatasetError, prepare
-from tests.conftest import make_dataset, make_image
+from pipeline.data.dataset import DatasetError
+from pipeline.data.manifest import read_manifest
+from pipeline.files import read_json
+from pipeline.stages.prepare import prepare
+from tests.helpers.images import make_dataset, make_image
+from tests.helpers.params import tiny_config
 
 
 def _run(raw, out, **split):
-    cfg = SplitConfig(**{"seed": 3, **split})
+    cfg = tiny_config({"split": {"seed": 3, **split}}).split
     summary = prepare(raw, out / "prepared", out / "prepare.json", cfg, workers=1)
     return summary, read_manifest(out / "prepared" / "manifest.csv")
 
