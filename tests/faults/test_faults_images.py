@@ -1,5 +1,6 @@
 """Fault suite, images: every odd or broken file is converted correctly or quarantined with its reason, nothing
 is dropped silently, and TensorFlow reads every file that prepare accepts."""
+
 import csv
 import json
 import subprocess
@@ -10,19 +11,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import images
-from pipeline.backbone import load_image
-from pipeline.manifest import read_manifest
-from tests.conftest import TINY_PARAMS, make_image, write_params
-from tests.faults import HUGE, env, make_fault_dataset
+from pipeline.data import images
+from pipeline.data.manifest import read_manifest
+from pipeline.model.inputs import load_image
+from tests.helpers.faults import HUGE, make_fault_dataset
+from tests.helpers.images import make_image
+from tests.helpers.params import tiny_params, write_params
+from tests.helpers.processes import env
 
 
 def _prepare_cli(tmp, raw):
     """Run the prepare stage as DVC does; return the finished process (stderr holds the log)."""
-    params = write_params(tmp / "params.yaml", TINY_PARAMS)
-    return subprocess.run([sys.executable, "-m", "pipeline.prepare", "--params", str(params), "--raw", str(raw),
-                           "--out", str(tmp / "prepared"), "--summary", str(tmp / "prepare.json")],
-                          cwd=tmp, env=env(), capture_output=True, text=True, timeout=120)
+    params = write_params(tmp / "params.yaml", tiny_params())
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.stages.prepare",
+            "--params",
+            str(params),
+            "--raw",
+            str(raw),
+            "--out",
+            str(tmp / "prepared"),
+            "--summary",
+            str(tmp / "prepare.json"),
+        ],
+        cwd=tmp,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +54,14 @@ def run(tmp_path_factory):
     with open(tmp / "prepared" / "quarantine.csv", newline="") as f:
         quarantine = {r["path"]: r["reason"] for r in csv.DictReader(f)}
     rows = {f"pets/{r.source}": r for r in read_manifest(tmp / "prepared" / "manifest.csv")}
-    return {"tmp": tmp, "expected": expected, "rows": rows, "quarantine": quarantine, "log": proc.stderr,
-            "summary": json.loads((tmp / "prepare.json").read_text())}
+    return {
+        "tmp": tmp,
+        "expected": expected,
+        "rows": rows,
+        "quarantine": quarantine,
+        "log": proc.stderr,
+        "summary": json.loads((tmp / "prepare.json").read_text()),
+    }
 
 
 def _outcome(run, rel):
@@ -45,8 +71,11 @@ def _outcome(run, rel):
 
 
 def test_each_fault_has_its_expected_outcome(run):
-    wrong = {rel: (want, _outcome(run, rel)) for rel, want in run["expected"].items()
-             if not any(_outcome(run, rel).startswith(w) for w in want.split("|"))}
+    wrong = {
+        rel: (want, _outcome(run, rel))
+        for rel, want in run["expected"].items()
+        if not any(_outcome(run, rel).startswith(w) for w in want.split("|"))
+    }
     assert not wrong
 
 
@@ -107,12 +136,19 @@ def test_converted_pixels_are_right(run):
 
 def test_huge_jpeg_is_decoded_downscaled_with_bounded_memory(run, tmp_path):
     """12000x9000 RGB is 324 MB decoded: the check must stay below that (it decodes at reduced scale)."""
-    code = ("import resource, sys; from pathlib import Path; from pipeline.images import check_image\n"
-            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
-            "before = peak(); r = check_image(Path(sys.argv[1]), Path(sys.argv[2]))\n"
-            "print(r.reason, r.width, r.height, peak() - before)")
-    out = subprocess.run([sys.executable, "-c", code, str(run["tmp"] / "raw/pets/dogs/huge.jpg"),
-                          str(tmp_path / "h.png")], env=env(), capture_output=True, text=True, timeout=120)
+    code = (
+        "import resource, sys; from pathlib import Path; from pipeline.data.images import check_image\n"
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "before = peak(); r = check_image(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "print(r.reason, r.width, r.height, peak() - before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run["tmp"] / "raw/pets/dogs/huge.jpg"), str(tmp_path / "h.png")],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     reason, width, height, grew = out.stdout.split()
     assert (reason, int(width), int(height)) == ("None", 4096, 3072), out.stderr
     assert int(grew) < HUGE[0] * HUGE[1] * 3
@@ -138,11 +174,14 @@ def _classes(raw, counts, bad=0):
         (raw / "class0" / f"bad{i}.jpg").write_bytes(b"\xff\xd8 not really")
 
 
-@pytest.mark.parametrize("counts, bad, message", [
-    ((12,), 0, "found 1 non-empty class folder(s) ['class0']; need at least 2"),
-    ((12, 2), 0, "class 'class1' has 2 usable image(s), too few"),
-    ((0, 12), 6, "class 'class0' has 0 usable image(s), too few"),  # every image of a class is broken
-])
+@pytest.mark.parametrize(
+    "counts, bad, message",
+    [
+        ((12,), 0, "found 1 non-empty class folder(s) ['class0']; need at least 2"),
+        ((12, 2), 0, "class 'class1' has 2 usable image(s), too few"),
+        ((0, 12), 6, "class 'class0' has 0 usable image(s), too few"),  # every image of a class is broken
+    ],
+)
 def test_unusable_dataset_stops_with_a_message_naming_the_problem(tmp_path, counts, bad, message):
     _classes(tmp_path / "raw", counts, bad)
     proc = _prepare_cli(tmp_path, tmp_path / "raw")

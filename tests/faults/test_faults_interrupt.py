@@ -1,7 +1,7 @@
 """Fault suite, interruptions and concurrent runs, with real processes: kill -9 mid-extraction and mid-training,
 then rerun; kill -9 a `dvc repro`, then repro again; two `dvc repro` at once. Never a partial output, a rerun
 equals a clean run, and `dvc status` is clean afterwards."""
-import copy
+
 import os
 import shutil
 import subprocess
@@ -12,45 +12,53 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import SplitConfig, load_config
-from pipeline.extract import extract, load_features
-from pipeline.io import atomic_path, read_json
-from pipeline.manifest import SPLITS
-from pipeline.prepare import prepare
-from pipeline.train_dense import train_dense
-from tests.conftest import REPO, TINY_PARAMS, make_dataset, write_params, zip_dir
-from tests.faults import env, kill_when, start
+from pipeline.config import load_config
+from pipeline.files import atomic_path, read_json
+from pipeline.layout import SPLITS
+from pipeline.model.features import load_features
+from pipeline.stages.extract import extract
+from pipeline.stages.prepare import prepare
+from pipeline.stages.train_dense import train_dense
+from tests.helpers import REPO
+from tests.helpers.images import make_dataset, zip_dir
+from tests.helpers.params import tiny_params, write_params
+from tests.helpers.processes import env, kill_when, start
 
 # The extract CLI with a seeded Keras: identical features run to run even if the tiny params use random weights.
-SEEDED_EXTRACT = ("import keras; keras.utils.set_random_seed(0)\n"
-                  "from pipeline.extract import main; from pipeline.io import run_cli; run_cli(main)")
+SEEDED_EXTRACT = (
+    "import keras; keras.utils.set_random_seed(0)\n"
+    "from pipeline.stages.extract import main; from pipeline.cli import run_cli; run_cli(main)"
+)
 PER_CLASS = 150  # 300 images at batch 4: extraction takes a few seconds, long enough to be killed mid-way
-
-
-def _params(**sections):
-    params = copy.deepcopy(TINY_PARAMS)
-    for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
-    return params
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """300 images prepared, and their features from a clean (uninterrupted, seeded) run in clean/."""
     tmp = tmp_path_factory.mktemp("interrupt")
-    params = _params(extract={"batch_size": 4})
-    write_params(tmp / "params.yaml", params)
-    make_dataset(tmp / "raw", per_class=PER_CLASS, layout="flat")
-    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", SplitConfig(**params["split"]))
+    write_params(tmp / "params.yaml", tiny_params({"extract": {"batch_size": 4}}))
     cfg = load_config(tmp / "params.yaml")
+    make_dataset(tmp / "raw", per_class=PER_CLASS, layout="flat")
+    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split)
     keras.utils.set_random_seed(0)
     extract(tmp / "prepared" / "manifest.csv", tmp / "clean", cfg.backbone, cfg.extract)
     return tmp
 
 
 def _extract(tmp, out):
-    return [sys.executable, "-c", SEEDED_EXTRACT, "--params", str(tmp / "params.yaml"),
-            "--manifest", str(tmp / "prepared" / "manifest.csv"), "--out", str(out)]
+    return [
+        sys.executable,
+        "-c",
+        SEEDED_EXTRACT,
+        "--params",
+        str(tmp / "params.yaml"),
+        "--manifest",
+        str(tmp / "prepared" / "manifest.csv"),
+        "--out",
+        str(out),
+        "--execution",
+        str(tmp / "execution" / f"{out.name}.json"),
+    ]
 
 
 def _temps(folder):
@@ -75,26 +83,42 @@ def test_kill_during_extract_then_rerun_equals_a_clean_run(prepared):
     assert kill_when(proc, lambda: any(prepared.glob(".tmp-features-*/features/train.npy"))), "ended unkilled"
     assert not (prepared / "features").exists()  # nothing partial where the next stage would look
     assert _temps(prepared)  # the killed run's half-written features
+    assert not (prepared / "execution" / "features.json").exists()  # nor a record of a run that never finished
 
     subprocess.run(_extract(prepared, prepared / "features"), env=env(), check=True, capture_output=True)
     assert not _temps(prepared)  # the rerun cleared them
     clean, rerun = prepared / "clean", prepared / "features"
     assert sorted(p.name for p in rerun.iterdir()) == sorted(p.name for p in clean.iterdir())
-    for array in clean.glob("*.npy"):
-        assert (rerun / array.name).read_bytes() == array.read_bytes(), array.name
-    strip = lambda meta: {k: v for k, v in meta.items() if k != "images_per_second"}  # noqa: E731
-    assert strip(read_json(rerun / "meta.json")) == strip(read_json(clean / "meta.json"))
+    for file in clean.iterdir():  # meta.json too: the speed went to the execution record
+        assert (rerun / file.name).read_bytes() == file.read_bytes(), file.name
+    assert set(read_json(prepared / "execution" / "features.json")["images_per_second"]) == set(SPLITS)
 
 
 def test_kill_during_training_leaves_no_model_or_a_complete_one(prepared):
-    long = write_params(prepared / "long.yaml", _params(dense={"epochs": 10000, "patience": None}))
-    log, out = prepared / "train.log", prepared / "dense"
-    proc = start([sys.executable, "-m", "pipeline.train_dense", "--params", str(long),
-                  "--features", str(prepared / "clean"), "--out", str(out)], prepared, log)
+    long = write_params(prepared / "long.yaml", tiny_params({"dense": {"epochs": 10000, "patience": None}}))
+    log, out, execution = prepared / "train.log", prepared / "dense", prepared / "execution" / "train_dense.json"
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.stages.train_dense",
+            "--params",
+            str(long),
+            "--features",
+            str(prepared / "clean"),
+            "--out",
+            str(out),
+            "--execution",
+            str(execution),
+        ],
+        prepared,
+        log,
+    )
     assert kill_when(proc, lambda: "Epoch 3/" in log.read_text()), "training ended unkilled"
     model = out / "model.keras"
     if model.exists():  # only a complete, loadable model may ever be there
         keras.models.load_model(model)
+    assert not execution.exists()  # written when the stage succeeds, never by a killed run
 
     train_dense(prepared / "clean", out, load_config(prepared / "params.yaml").dense)  # the rerun
     x, _ = load_features(prepared / "clean", "test")
@@ -111,10 +135,7 @@ def project(tmp_path_factory):
     proj = tmp / "project"
     shutil.copytree(REPO / "pipeline", proj / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", proj)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())  # keeps every key dvc.yaml may name
-    for section, values in _params(extract={"batch_size": 4}, data={"url": str(archive)}).items():
-        params.setdefault(section, {}).update(values)
-    write_params(proj / "params.yaml", params)
+    write_params(proj / "params.yaml", tiny_params({"extract": {"batch_size": 4}, "data": {"url": str(archive)}}))
     _dvc(proj, "init", "--no-scm", "-q")
     return proj
 

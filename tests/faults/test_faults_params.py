@@ -1,34 +1,49 @@
 """Fault suite, params: a bad params.yaml stops every stage CLI before any work, with a message naming the key
 and what is allowed, no traceback, and nothing written."""
-import copy
+
 import runpy
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import TINY_PARAMS, write_params
-from tests.faults import env
+from pipeline.tracking.store import HTTP_DEFAULTS
+from tests.helpers.params import tiny_params, write_params
+from tests.helpers.processes import env
 
-STAGE_ARGS = {  # every stage, with outputs under out/ (which must stay absent)
-    "download": ["--out", "out/raw", "--info", "out/download.json"],
+STAGE_ARGS = {  # every stage, with outputs (execution records included) under out/, which must stay absent
+    "download": ["--out", "out/raw", "--info", "out/download.json", "--execution", "out/execution/download.json"],
     "prepare": ["--raw", "raw", "--out", "out/prepared", "--summary", "out/prepare.json"],
-    "extract": ["--manifest", "prepared/manifest.csv", "--out", "out/features"],
-    "train_dense": ["--features", "features", "--out", "out/dense"],
-    "train_finetune": ["--manifest", "prepared/manifest.csv", "--dense-model", "m.keras", "--out", "out/ft"],
+    "extract": ["--manifest", "prepared/manifest.csv", "--out", "out/features", "--execution", "out/x/extract.json"],
+    "train_dense": ["--features", "features", "--out", "out/dense", "--execution", "out/x/train_dense.json"],
+    "train_finetune": [
+        "--manifest",
+        "prepared/manifest.csv",
+        "--dense-model",
+        "m.keras",
+        "--out",
+        "out/ft",
+        "--execution",
+        "out/x/train_finetune.json",
+    ],
     "evaluate": ["--features", "f", "--manifest", "m.csv", "--dense", "d", "--finetune", "t", "--out", "out/rep"],
+    "track": ["--data", "data/s", "--out", "out/mlflow.json"],
 }
 
 
 def _bad_params(tmp_path, section, key, value):
-    params = copy.deepcopy(TINY_PARAMS)
-    params[section][key] = value
-    return write_params(tmp_path / "bad.yaml", params)
+    return write_params(tmp_path / "bad.yaml", tiny_params({section: {key: value}}))
 
 
 def _start(stage, params, cwd):
-    return subprocess.Popen([sys.executable, "-m", f"pipeline.{stage}", "--params", str(params), *STAGE_ARGS[stage]],
-                            cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"pipeline.stages.{stage}", "--params", str(params), *STAGE_ARGS[stage]],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _assert_rejected(status, stderr, cwd, *expect):
@@ -42,23 +57,29 @@ def _assert_rejected(status, stderr, cwd, *expect):
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 @pytest.mark.parametrize("stage", STAGE_ARGS)
 def test_every_stage_cli_rejects_bad_params_before_any_work(tmp_path, monkeypatch, capsys, stage):
-    """Each module run as `python -m pipeline.<stage>` (in this process: TensorFlow is imported once)."""
+    """Each module run as `python -m pipeline.stages.<stage>` (in this process: TensorFlow is imported once)."""
     params = _bad_params(tmp_path, "backbone", "name", "resnet50")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [stage, "--params", str(params), *STAGE_ARGS[stage]])
+    for key in HTTP_DEFAULTS:  # the track CLI sets them: restored to unset afterwards
+        monkeypatch.delenv(key, raising=False)
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module(f"pipeline.{stage}", run_name="__main__")
-    _assert_rejected(exit_.value.code, capsys.readouterr().err, tmp_path, "backbone.name", "allowed: 'mobilenet'",
-                     "got 'resnet50'")
+        runpy.run_module(f"pipeline.stages.{stage}", run_name="__main__")
+    _assert_rejected(
+        exit_.value.code, capsys.readouterr().err, tmp_path, "backbone.name", "allowed: 'mobilenet'", "got 'resnet50'"
+    )
 
 
-@pytest.mark.parametrize("section, key, value, expect", [
-    ("backbone", "image_size", 16, ["backbone.image_size", "greater than or equal to 32", "got 16"]),
-    ("dense", "learning_rate", -0.001, ["dense.learning_rate", "greater than 0", "got -0.001"]),
-    ("finetune", "epochs", "ten", ["finetune.epochs", "valid integer", "got 'ten'"]),
-    ("dense", "learning_rat", 0.1, ["dense.learning_rat", "Extra inputs are not permitted"]),
-    ("backbone", "alpha", 0.3, ["backbone.alpha", "0.25", "1.0"]),
-])
+@pytest.mark.parametrize(
+    "section, key, value, expect",
+    [
+        ("backbone", "image_size", 16, ["backbone.image_size", "greater than or equal to 32", "got 16"]),
+        ("dense", "learning_rate", -0.001, ["dense.learning_rate", "greater than 0", "got -0.001"]),
+        ("finetune", "epochs", "ten", ["finetune.epochs", "valid integer", "got 'ten'"]),
+        ("dense", "learning_rat", 0.1, ["dense.learning_rat", "Extra inputs are not permitted"]),
+        ("backbone", "alpha", 0.3, ["backbone.alpha", "0.25", "1.0"]),
+    ],
+)
 def test_bad_value_names_key_and_allowed_values(tmp_path, section, key, value, expect):
     """A real process: exit status 2 and the message, nothing else."""
     proc = _start("prepare", _bad_params(tmp_path, section, key, value), tmp_path)
