@@ -2,9 +2,9 @@
 
 Needs ../shared (mirror zip + keras_home); takes minutes on 2 cores. Deselect locally with `-m "not e2e"`.
 """
+
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,27 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED
+from pipeline.layout import DatasetLayout
+from tests.helpers import SHARED
+from tests.helpers.project import copy_repo
 
 pytestmark = pytest.mark.e2e
 DENSE_BAR, FINETUNE_BAR = 0.975, 0.985
 
 
-def _copy_repo(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file() and not rel.startswith("data/"):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)  # the track stage logs into the copy's own mlflow.db
     return env
 
@@ -55,21 +48,26 @@ def _ran(log: str) -> set[str]:
 
 @pytest.mark.skipif(not (SHARED / "mirror").is_dir(), reason="needs ../shared/mirror (present in CI)")
 def test_dvc_repro_on_real_data(tmp_path):
-    project = _copy_repo(tmp_path / "project")
+    project = copy_repo(tmp_path / "project")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     first = _repro(project)
     assert _ran(first) == {"download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"}
 
     name = yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
-    data = project / "data" / name
-    metrics = json.loads((data / "reports" / "metrics.json").read_text())
-    summaries = {h: json.loads((data / "models" / h / "summary.json").read_text()) for h in ("dense", "finetune")}
-    print("test metrics:", {h: round(m["accuracy"], 4) for h, m in metrics.items()},
-          "validation:", {h: s["val_accuracy"] for h, s in summaries.items()})
+    data = DatasetLayout.of(name, project)
+    metrics = json.loads(data.metrics.read_text())
+    summaries = {h: json.loads((data.model_dir(h) / "summary.json").read_text()) for h in ("dense", "finetune")}
+    print(
+        "test metrics:",
+        {h: round(m["accuracy"], 4) for h, m in metrics.items()},
+        "validation:",
+        {h: s["val_accuracy"] for h, s in summaries.items()},
+    )
     assert metrics["dense"]["n"] == 500
     assert metrics["dense"]["accuracy"] >= DENSE_BAR
     assert metrics["finetune"]["accuracy"] >= FINETUNE_BAR
 
-    features = data / "features" / "train.npy"
+    features = data.features / "train.npy"
     stamp = features.stat().st_mtime_ns
     assert _ran(_repro(project)) == set()  # nothing changed: nothing runs
 

@@ -1,34 +1,33 @@
 """Flows through a real Prefect server: prefect.yaml's deployments run by a process worker on a temporary copy
 of the project with the tiny synthetic dataset. DVC's skip logic, per-run overrides as DVC experiments, the
-head-only sweep, the MLflow runs of a deployment run; and the bounded wait on DVC's locks."""
+head-only sweep, the MLflow runs of a deployment run, and outputs shared through a DVC remote."""
+
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from uuid import UUID
 
 import dvc.api
 import pytest
-import yaml
-from dvc.lock import Lock
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.overrides import effective_config, expand_grid, set_args
-from flows.stages import DvcError, run_dvc, stage_order
-from pipeline.config import ConfigError
-from tests.conftest import REPO, TINY_PARAMS, _wait_healthy, free_port, make_dataset, write_params, zip_dir
+from flows.dvc_commands import stage_order
+from pipeline.layout import DatasetLayout
+from tests.helpers.images import make_dataset, zip_dir
+from tests.helpers.params import tiny_params, write_params
+from tests.helpers.processes import start, stop
+from tests.helpers.project import copy_repo, git
+from tests.helpers.servers import free_port, wait_healthy
 
 PREFECT = [sys.executable, "-m", "prefect"]
 POOL = "local-process"  # prefect.yaml's work pool
@@ -41,62 +40,36 @@ def _cli(env: dict, cwd: Path, *args: str, timeout: float = 120) -> str:
     return done.stdout + done.stderr
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false",
-                    *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _copy_repo(dest: Path) -> Path:
-    """The files git would see (tracked and new), without the real dataset's outputs and dvc.lock."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file() and not rel.startswith("data/") and rel != "dvc.lock":
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    return dest
-
-
-def _merge(base: dict, over: dict) -> dict:
-    """A new dict: `over`'s values on `base`, section by section."""
-    return {**base, **{k: _merge(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in over.items()}}
-
-
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     """A real `prefect server start` on loopback with its own PREFECT_HOME; yields the environment using it."""
     home = tmp_path_factory.mktemp("prefect_home")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DVC_SITE_CACHE_DIR": str(home / "dvc_site")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DVC_SITE_CACHE_DIR": str(home / "dvc_site"),
+    }
     env.pop("PREFECT_API_URL", None)
     port, log = free_port(), home / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, log, env)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_healthy(f"{api}/health", proc, log)
+        wait_healthy(f"{api}/health", proc, log)
         yield {**env, "PREFECT_API_URL": api}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # its own process group; SIGINT is what stops it promptly
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, signal.SIGINT)  # its own process group; SIGINT is what stops it promptly
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_env, mlflow_server) -> tuple[Path, dict[str, str]]:
     """A committed copy of the project (experiments start from a commit), its work pool and deployments."""
     tmp = tmp_path_factory.mktemp("flows")
-    root = _copy_repo(tmp / "project")
+    root = copy_repo(tmp / "project")
     archive = zip_dir(make_dataset(tmp / "src" / NAME), tmp / f"{NAME}.zip")
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_PARAMS)  # + sections added later
-    params["data"] = {"name": NAME, "url": str(archive), "sha256": None, "size": None}
-    write_params(root / "params.yaml", params)
+    write_params(root / "params.yaml", tiny_params({"data": {"name": NAME, "url": str(archive)}}))
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny project"]):
-        _git(root, *args)
+        git(root, *args)
     env = {**prefect_env, "MLFLOW_TRACKING_URI": mlflow_server}
     _cli(env, root, "work-pool", "create", POOL, "--type", "process")
     _cli(env, root, "--no-prompt", "deploy", "--all")
@@ -112,7 +85,8 @@ def _run(project: tuple[Path, dict], deployment: str, **params) -> tuple[str, st
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(run_id)).state
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]))
+        )
     assert state.is_completed(), f"{state}\n{worker[-8000:]}"
     assert len(artifacts) == 1
     return run_id, artifacts[0].data
@@ -132,9 +106,9 @@ def first_run(project) -> tuple[str, str, dict[str, int]]:
     """The default deployment on the fresh copy, then committed as DVC suggests; (run id, report, feature mtimes)."""
     root, _ = project
     run_id, report = _run(project, "pipeline/default")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-qm", "first pipeline run")
-    return run_id, report, _mtimes(root / "data" / NAME / "features")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "first pipeline run")
+    return run_id, report, _mtimes(DatasetLayout.of(NAME, root).features)
 
 
 @pytest.mark.servers
@@ -142,7 +116,7 @@ def test_deployment_runs_every_stage_and_reports_both_heads(project, first_run):
     root, _ = project
     _, report, _ = first_run
     assert _stages(report) == {stage: "ran" for stage in stage_order(root)}
-    metrics = json.loads((root / "data" / NAME / "reports" / "metrics.json").read_text())
+    metrics = json.loads(DatasetLayout.of(NAME, root).metrics.read_text())
     for head in ("dense", "finetune"):
         assert re.search(rf"^\| {head} \| {metrics[head]['accuracy']:.4g} \|", report, re.MULTILINE)
 
@@ -151,9 +125,10 @@ def test_deployment_runs_every_stage_and_reports_both_heads(project, first_run):
 def test_deployment_run_is_logged_to_mlflow(project, first_run, mlflow_server):
     root, _ = project
     run_id, report, _ = first_run
-    record = json.loads((root / "data" / NAME / "reports" / "mlflow.json").read_text())
-    runs = MlflowClient(mlflow_server).search_runs([record["experiment_id"]],
-                                                   f"tags.`prefect.flow_run_id` = '{run_id}'")
+    record = json.loads(DatasetLayout.of(NAME, root).mlflow_record.read_text())
+    runs = MlflowClient(mlflow_server).search_runs(
+        [record["experiment_id"]], f"tags.`prefect.flow_run_id` = '{run_id}'"
+    )
     parent = record["parent_run_id"]
     assert {r.info.run_id for r in runs} == {parent, *record["child_run_ids"].values()}
     children = {r.info.run_name: r for r in runs if r.info.run_id != parent}
@@ -167,7 +142,7 @@ def test_unchanged_project_recomputes_nothing(project, first_run):
     root, _ = project
     _, report = _run(project, "pipeline/default")
     assert set(_stages(report).values()) == {"skipped (unchanged)"}
-    assert _mtimes(root / "data" / NAME / "features") == first_run[2]
+    assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
 
 
 @pytest.mark.servers
@@ -180,7 +155,7 @@ def test_override_reruns_only_what_depends_on_it_as_an_experiment(project, first
     assert ran == {"train_dense", "train_finetune", "evaluate", "track"}
     assert stages["extract"] == "skipped (unchanged)"
     assert {f: (root / f).read_bytes() for f in before} == before  # the workspace is untouched
-    assert _mtimes(root / "data" / NAME / "features") == first_run[2]
+    assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
     experiment = re.search(r"DVC experiment `([\w-]+)`", report)[1]
     assert dvc.api.params_show(repo=str(root), rev=experiment)["dense"]["learning_rate"] == 0.05
 
@@ -192,7 +167,7 @@ def test_sweep_trains_the_head_per_setting_on_the_same_features(project, first_r
     experiments = re.findall(r"`(sweep-[0-9a-f]{8}-\d)`", report.split("Best by")[0])
     assert len(experiments) == 2
     assert report.count("skipped (unchanged)") == 2  # extract, once per setting
-    assert _mtimes(root / "data" / NAME / "features") == first_run[2]
+    assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
     rates = {dvc.api.params_show(repo=str(root), rev=e)["dense"]["learning_rate"] for e in experiments}
     assert rates == {0.05, 0.002}
 
@@ -203,69 +178,18 @@ def test_dvc_remote_push_then_pull_into_a_fresh_clone(project, first_run, tmp_pa
     root, env = project
 
     def dvc(cwd: Path, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
     remote, clone = tmp_path / "remote", tmp_path / "clone"
     dvc(root, "remote", "add", "--local", "-f", "shared", str(remote))  # --local: kept out of git
     dvc(root, "push", "-r", "shared")
-    _git(tmp_path, "clone", "-q", str(root), str(clone))
+    git(tmp_path, "clone", "-q", str(root), str(clone))
     dvc(clone, "remote", "add", "--local", "shared", str(remote))
     dvc(clone, "pull", "-r", "shared")
     assert "up to date" in dvc(clone, "status")
     for rel in ("features/train.npy", "models/dense/model.keras", "models/finetune/model.keras"):
         assert (clone / "data" / NAME / rel).read_bytes() == (root / "data" / NAME / rel).read_bytes()
-
-
-def test_overrides_are_checked_before_anything_runs(tmp_path):
-    write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"name": NAME, "url": "unused.zip"}})
-    cfg = effective_config(tmp_path, {"dense.learning_rate": 0.5, "dense.activation": "gelu"})
-    assert (cfg.dense.learning_rate, cfg.dense.activation, cfg.dense.units) == (0.5, "gelu", 16)
-    for typo in ({"dense.learnig_rate": 0.1}, {"dense.dropout": 1.5}, {"data.name.x": 1}):
-        with pytest.raises(ConfigError):
-            effective_config(tmp_path, typo)
-    assert set_args({"dense.learning_rate": 1e-5, "dense.activation": "relu"}) == [
-        "-S", "dense.learning_rate=1e-05", "-S", 'dense.activation="relu"']
-    assert expand_grid({"dense.units": [8, 16], "dense.dropout": [0.1]}) == [
-        {"dense.units": 8, "dense.dropout": 0.1}, {"dense.units": 16, "dense.dropout": 0.1}]
-
-
-@pytest.fixture
-def tiny_dvc_project(tmp_path) -> Path:
-    """`slow` writes a.txt for 6 s (time for a second process to collide with it); `after` reads it."""
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    stages = {"slow": {"cmd": "sleep 6 && echo a > a.txt", "outs": ["a.txt"]},
-              "after": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    return tmp_path
-
-
-def test_a_second_dvc_process_waits_for_the_first(tiny_dvc_project, caplog):
-    root, log = tiny_dvc_project, logging.getLogger("test_flows")
-    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "slow"], cwd=root,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        rwlock, deadline = root / ".dvc" / "tmp" / "rwlock", time.monotonic() + 30
-        while not (rwlock.exists() and "a.txt" in rwlock.read_text()):  # `slow` is writing a.txt
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.05)
-        with caplog.at_level(logging.INFO, logger="test_flows"):
-            result = run_dvc(["repro", "--single-item", "after"], root, log, lock_timeout_s=60, poll_s=0.5)
-    finally:
-        first.wait(timeout=60)
-    assert first.returncode == 0 and result.outcomes == {"after": "ran"}
-    assert any("waiting for its lock" in r.getMessage() for r in caplog.records)
-    assert (root / "b.txt").read_text() == "a\n"
-
-
-def test_waiting_for_the_lock_is_bounded(tiny_dvc_project):
-    lock = Lock(str(tiny_dvc_project / ".dvc" / "tmp" / "lock"))
-    lock.lock()  # held as a running `dvc` process holds it
-    try:
-        with pytest.raises(DvcError, match="still locked by another DVC process"):
-            run_dvc(["repro", "--single-item", "slow"], tiny_dvc_project, logging.getLogger("test_flows"),
-                    lock_timeout_s=2, poll_s=0.5)
-    finally:
-        lock.unlock()
