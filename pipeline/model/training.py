@@ -81,9 +81,10 @@ def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """model.save, made reproducible: Keras stamps the archive with the save date (metadata.json's date_saved
-    and each zip entry's time), so the same weights would get a new DVC hash each time and nothing downstream
-    could come from DVC's run-cache or remote. The date is dropped and the entries get one fixed time."""
+    """model.save, made reproducible, so the same weights always get the same DVC hash and what is downstream can
+    come from DVC's run-cache or remote. Keras stamps the archive with the save date (metadata.json's date_saved,
+    each zip entry's time) and numbers objects shared between layers by their memory address (config.json's
+    shared_object_id): the date is dropped, the entries get one fixed time, the ids become 1, 2, ... in order."""
     with atomic_path(path) as tmp:
         model.save(tmp)
         stamped = tmp.with_name(tmp.name + ".stamped")
@@ -95,8 +96,23 @@ def save_model(model: keras.Model, path: Path) -> None:
                     meta = json.loads(data)
                     meta.pop("date_saved", None)
                     data = json.dumps(meta).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared(json.loads(data), {})).encode()
                 out.writestr(zipfile.ZipInfo(info.filename, ZIP_EPOCH), data, compress_type=info.compress_type)
         stamped.unlink()
+
+
+def _renumber_shared(node: object, ids: dict[int, int]) -> object:
+    """`node` with each shared_object_id replaced by its rank of first appearance; equal ids stay equal, so
+    loading shares the same objects as before."""
+    if isinstance(node, dict):
+        return {
+            key: ids.setdefault(value, len(ids) + 1) if key == "shared_object_id" else _renumber_shared(value, ids)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared(value, ids) for value in node]
+    return node
 
 
 def save_training(

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--dense-model", type=Path, required=True, help="model.keras from train_dense")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--execution", type=Path, required=True, help="JSON: training time, seconds per epoch")
+    ap.add_argument("--execution", type=Path, required=True, help="JSON: training time, epochs run")
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params)

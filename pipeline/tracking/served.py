@@ -1,7 +1,7 @@
 """The fine-tuned model as an MLflow pyfunc model that takes image files' bytes: clients send the file as it is
 and get class names back, with decoding, conversion, resizing and test-time mirroring done as in predict.
 
-    mlflow models serve -m models:/<name>-served@champion --env-manager local --host 127.0.0.1 --port 5001
+    mlflow models serve -m models:/<name>-classifier-served/latest --env-manager local --host 127.0.0.1 --port 5001
     POST /invocations  {"dataframe_split": {"columns": ["image"], "data": [["<base64 of the file>"], ...]}}
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
 
