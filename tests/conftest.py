@@ -27,17 +27,10 @@ if "KERAS_HOME" not in os.environ and (SHARED / "keras_home" / "models").is_dir(
     os.environ["KERAS_HOME"] = str(_home)
 
 from tests.helpers.images import make_dataset, zip_dir  # noqa: E402
-from tests.helpers.params import tiny_params as _tiny_params  # noqa: E402
 from tests.helpers.pipeline import TinyProject, build_tiny_project  # noqa: E402
 from tests.helpers.processes import stop  # noqa: E402
 from tests.helpers.servers import start_mlflow_server  # noqa: E402
 from tests.helpers.tracking import SERVED, register_served  # noqa: E402
-
-
-@pytest.fixture
-def tiny_params() -> dict:
-    """A complete params dict: params.yaml with the tiny values (tests.helpers.params.TINY)."""
-    return _tiny_params()
 
 
 @pytest.fixture

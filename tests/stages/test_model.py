@@ -53,9 +53,9 @@ def test_features_are_deterministic(tiny_project, tmp_path):
 def test_dense_head_has_the_classic_shape_and_learns(tiny_project):
     d, cfg = tiny_project.data, tiny_project.cfg
     model = keras.models.load_model(d.model_file("dense"))
-    kinds = [type(layer).__name__ for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    assert kinds == ["Flatten", "Dense", "Dropout", "Dense"]
-    assert model.layers[1].units == cfg.dense.units and model.layers[-1].activation.__name__ == "sigmoid"
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert [type(layer).__name__ for layer in layers] == ["Flatten", "Dense", "Dropout", "Dense"]
+    assert layers[1].units == cfg.dense.units and layers[-1].activation.__name__ == "sigmoid"
     summary = json.loads((d.model_dir("dense") / "summary.json").read_text())
     history = (d.model_dir("dense") / "history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
