@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     data = DatasetLayout.of(cfg.data.name)
     result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
     files = write_results(result, data.lr_find(args.head), args.head)
+    if result.suggestion == result.learning_rates[0]:
+        log.warning("the loss never fell after the first steps: no descent to suggest a rate from (more --steps?)")
     log.info(
         "suggested %s.learning_rate: %.2e (minimum / 10: %.2e); plot %s",
         args.head,

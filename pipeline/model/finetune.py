@@ -19,7 +19,7 @@ from pipeline.files import log, scratch_dir
 from pipeline.model.backbone import BASE_NAME, split_at_trainable
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
 from pipeline.model.inputs import array_dataset, without_autotune
-from pipeline.model.training import compile_for, targets
+from pipeline.model.training import compile_for, fit_from_start, targets
 
 Split = tuple[list[str], np.ndarray]  # image paths, integer labels
 
@@ -80,8 +80,9 @@ def fit_cached(
     n_classes: int,
     out_dir: Path,
     **fit,
-) -> keras.callbacks.History | None:
-    """Train on the frozen layers' activations, computed once; None when they would not fit in memory."""
+) -> tuple[keras.callbacks.History, dict] | None:
+    """Train on the frozen layers' activations, computed once (fit_from_start's result); None when they would
+    not fit in memory."""
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
     flip = cfg.augment.flip
     if not _cache_fits(len(train[0]) * (2 if flip else 1) + len(val[0]), bottom):
@@ -100,4 +101,4 @@ def fit_cached(
         data = flip_dataset(x_train[0], x_train[1], y_train, cfg.batch_size, cfg.seed)
     else:
         data = array_dataset(x_train[0], y_train, cfg.batch_size, shuffle_seed=cfg.seed)
-    return trainer.fit(data, validation_data=array_dataset(x_val, y_val, cfg.batch_size), shuffle=False, **fit)
+    return fit_from_start(trainer, data, array_dataset(x_val, y_val, cfg.batch_size), cfg.patience, **fit)

@@ -52,7 +52,7 @@ def suggest(rates: list[float], smoothed: list[float]) -> tuple[float, float]:
     is skipped: the moving average is still settling there, and its noise would pass for a descent."""
     low = int(np.argmin(smoothed))
     skip = max(len(rates) // 10, 3)
-    if low - skip < 2:  # the loss never fell after the start: no descent to point at
-        return rates[low] / 10, rates[low] / 10
+    if low - skip < 2:  # the loss never fell after the start: no descent to point at, only the lowest loss
+        return rates[low], rates[low] / 10
     slopes = np.gradient(np.asarray(smoothed[skip : low + 1]), np.log10(rates[skip : low + 1]))
     return float(rates[skip + int(np.argmin(slopes))]), rates[low] / 10

@@ -75,9 +75,33 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, fl
 
 def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
     """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`)."""
-    return keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience or 10**9, restore_best_weights=True, verbose=0
-    )
+    return BestEpoch(patience)
+
+
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given the
+    validation loss of the starting weights, they count as epoch 0: fine-tuning then never ends worse on
+    validation than the head it started from (best_epoch 0)."""
+
+    def __init__(self, patience: int | None, start_loss: float | None = None):
+        super().__init__(monitor="val_loss", patience=patience or 10**9, restore_best_weights=True, verbose=0)
+        self.start_loss = start_loss
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.start_loss is not None:
+            self.best, self.best_weights, self.best_epoch = self.start_loss, self.model.get_weights(), -1
+
+
+def fit_from_start(model: keras.Model, data, val, patience: int | None, **fit) -> tuple[keras.callbacks.History, dict]:
+    """model.fit keeping the epoch of lowest val_loss, the starting weights counting as epoch 0. Returns the
+    history and, when no epoch beat the start, the summary entries saying so (best_epoch 0)."""
+    loss, accuracy = model.evaluate(val, verbose=0)
+    best = BestEpoch(patience, loss)
+    history = model.fit(data, validation_data=val, callbacks=[best], shuffle=False, **fit)
+    if best.best_epoch >= 0:
+        return history, {}
+    return history, {"best_epoch": 0, "val_loss": round(float(loss), 6), "val_accuracy": round(float(accuracy), 6)}
 
 
 def save_model(model: keras.Model, path: Path) -> None:

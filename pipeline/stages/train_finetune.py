@@ -21,7 +21,7 @@ from pipeline.model.devices import distribution
 from pipeline.model.finetune import Split, cacheable, fit_cached
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
-from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
+from pipeline.model.training import class_weights, compile_for, fit_from_start, save_training, targets
 
 
 def train_finetune(
@@ -50,20 +50,24 @@ def train_finetune(
         weights,
         strategy.num_replicas_in_sync,
     )
-    fit = dict(epochs=cfg.epochs, callbacks=[best_epoch_callback(cfg.patience)], class_weight=weights, verbose=2)
-    history = None
-    if cacheable(cfg):
-        history = fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, **fit)
-    if history is None:
+    fit = dict(epochs=cfg.epochs, class_weight=weights, verbose=2)
+    result = (
+        fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, **fit)
+        if cacheable(cfg)
+        else None
+    )
+    if result is None:
         size, batch = backbone.image_size, cfg.batch_size
         y_train, y_val = (targets(y, n, cfg.label_smoothing) for y in (train[1], val[1]))
-        history = model.fit(
+        result = fit_from_start(  # the training dataset reshuffles itself each epoch
+            model,
             image_dataset(train[0], y_train, size, batch, shuffle_seed=cfg.seed),
-            validation_data=image_dataset(val[0], y_val, size, batch),
-            shuffle=False,
+            image_dataset(val[0], y_val, size, batch),
+            cfg.patience,
             **fit,
-        )  # the dataset reshuffles itself each epoch
-    summary = save_training(model, history, out_dir, classes, weights)
+        )
+    history, start_won = result
+    summary = save_training(model, history, out_dir, classes, weights, start_won)
     log.info(
         "fine-tuned model: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
         summary["best_epoch"],
