@@ -26,6 +26,7 @@ TINY = {
         "patience": 3,
         "batch_size": 8,
         "seed": 1,
+        "ensemble": 1,  # params.yaml's ensemble is tested once, in tests/stages/test_recipes.py
     },
     "finetune": {
         "unfreeze_blocks": 1,
