@@ -18,6 +18,7 @@ TINY = {
     "backbone": {"name": "mobilenet", "alpha": 1.0, "weights": "imagenet", "image_size": 32},
     "extract": {"batch_size": 16},
     "dense": {
+        "pooling": "flatten",  # the classic head, whose shape test_model checks; pooled heads: test_recipes.py
         "units": 16,
         "activation": "relu",
         "dropout": 0.2,
