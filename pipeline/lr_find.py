@@ -67,12 +67,12 @@ def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
 def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:
     rows = zip(result.learning_rates, result.losses, result.smoothed)
     write_csv(stem.with_suffix(".csv"), ["learning_rate", "loss", "smoothed_loss"], rows)
-    write_json(stem.with_suffix(".json"), {"suggestion": result.suggestion, "minimum_over_10": result.minimum})
+    write_json(stem.with_suffix(".json"), {"suggestion": result.suggestion, "steepest_descent": result.steepest})
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.learning_rates, result.losses, alpha=0.3, label="batch loss")
     ax.plot(result.learning_rates, result.smoothed, label="smoothed")
-    ax.axvline(result.suggestion, color="tab:red", ls="--", label=f"steepest descent {result.suggestion:.1e}")
-    ax.axvline(result.minimum, color="tab:green", ls=":", label=f"minimum / 10 {result.minimum:.1e}")
+    ax.axvline(result.suggestion, color="tab:green", ls="--", label=f"suggestion: minimum / 10 {result.suggestion:.1e}")
+    ax.axvline(result.steepest, color="tab:red", ls=":", label=f"steepest descent {result.steepest:.1e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"{head}: learning-rate range test")
     finite = [v for v in result.smoothed if math.isfinite(v)]
     ax.set_ylim(0, 1.5 * max(finite[: max(len(finite) // 2, 1)]))  # divergence at the end would hide the rest
@@ -84,14 +84,11 @@ def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:
 def log_to_mlflow(cfg: Config, head: str, result: RangeTest, files: list[Path]) -> str:
     import mlflow
 
-    from pipeline.tracking.store import check_reachable, tracking_uri
+    from pipeline.tracking.store import open_experiment
 
-    uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.data.name)
+    open_experiment(cfg.data.name)
     with mlflow.start_run(run_name=f"lr_find {head}") as run:
-        mlflow.log_metrics({"suggested_learning_rate": result.suggestion, "minimum_over_10": result.minimum})
+        mlflow.log_metrics({"suggested_learning_rate": result.suggestion, "steepest_descent": result.steepest})
         for f in files:
             mlflow.log_artifact(str(f), "lr_find")
     return run.info.run_id
@@ -108,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     data = DatasetLayout.of(cfg.data.name)
     result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
     files = write_results(result, data.lr_find(args.head), args.head)
-    if result.suggestion == result.learning_rates[0]:
+    if result.steepest == result.learning_rates[0]:  # suggest() found no descent after the first steps
         log.warning("the loss never fell after the first steps: no descent to suggest a rate from (more --steps?)")
     log.info(
-        "suggested %s.learning_rate: %.2e (minimum / 10: %.2e); plot %s",
+        "suggested %s.learning_rate: %.2e (a tenth of the minimum's; steepest descent %.2e); plot %s",
         args.head,
         result.suggestion,
-        result.minimum,
+        result.steepest,
         files[1],
     )
     if args.mlflow:

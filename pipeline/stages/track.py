@@ -26,18 +26,13 @@ from pipeline.tracking.runs import (
     register_champion,
     run_params,
 )
-from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, artifact_location, check_reachable, tracking_uri
+from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, open_experiment
 
 
 def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
     """Log one execution of the outputs under `data`; write what was logged (ids, versions, champion) to `out`."""
-    uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
     name = cfg.data.name
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=artifact_location(uri))
-    experiment = mlflow.set_experiment(name)
+    uri, experiment = open_experiment(name)
     params = run_params(cfg, data.download_info, data.manifest)
     metrics = read_json(data.metrics)
     runs, versions = {}, {}

@@ -53,3 +53,16 @@ def check_reachable(uri: str) -> None:
         f"MLflow tracking server {uri} is unreachable ({reason}). Start it (docs/tracking.md), point "
         f"MLFLOW_TRACKING_URI at a running server, or unset it to log to sqlite:///<project>/mlflow.db."
     )
+
+
+def open_experiment(name: str):
+    """Point MLflow at tracking_uri() (a server is probed first) and at experiment `name`, creating it with its
+    artifacts where artifact_location says; returns (uri, experiment)."""
+    import mlflow  # here, not at the top: predict imports this module for check_reachable alone
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_location(uri))
+    return uri, mlflow.set_experiment(name)

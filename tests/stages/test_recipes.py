@@ -126,5 +126,5 @@ def test_lr_find_writes_curve_plot_and_suggestion(pooled, monkeypatch):
         rates = [float(r.split(",")[0]) for r in rows[1:]]
         assert rates == sorted(rates) and rates[0] == pytest.approx(1e-7)
         suggestion = json.loads(stem.with_suffix(".json").read_text())["suggestion"]
-        assert rates[0] <= suggestion <= rates[-1]
+        assert rates[0] / 10 <= suggestion <= rates[-1] / 10
         assert stem.with_suffix(".png").stat().st_size > 0

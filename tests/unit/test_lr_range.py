@@ -10,7 +10,7 @@ from pipeline.model.lr_range import suggest
 from tests.helpers.params import tiny_params
 
 
-def test_suggestion_is_the_steepest_descent_before_the_minimum():
+def test_steepest_descent_before_the_minimum_and_a_tenth_of_the_minimum():
     rates = list(np.logspace(-7, 0, 100))
     logs = np.log10(rates)
     smoothed = list(2 - np.tanh((logs + 3) * 2) + np.where(logs > -1, (logs + 1) * 20, 0))  # falls fastest at 1e-3
