@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from pipeline.config import TrainingConfig
-from pipeline.files import atomic_path, write_csv, write_json
+from pipeline.files import atomic_path, log, write_csv, write_json
 from pipeline.layout import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -169,4 +169,12 @@ def save_training(
         [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)],
     )
     write_json(out_dir / SUMMARY_FILE, summary)
+    log.info(
+        "%s: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
+        model.name,
+        summary["best_epoch"],
+        summary["val_loss"],
+        summary["val_accuracy"],
+        out_dir,
+    )
     return summary

@@ -66,13 +66,6 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
             "member_epochs_run": [len(h.history["loss"]) for _, h in fitted],
         }
     summary = save_training(model, fitted[0][1], out_dir, classes, weights, extra)  # curves: the first member's
-    log.info(
-        "dense head: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
-        summary["best_epoch"],
-        summary["val_loss"],
-        summary["val_accuracy"],
-        out_dir,
-    )
     return summary
 
 

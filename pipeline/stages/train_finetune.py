@@ -68,13 +68,6 @@ def train_finetune(
         )
     history, start_won = result
     summary = save_training(model, history, out_dir, classes, weights, start_won)
-    log.info(
-        "fine-tuned model: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
-        summary["best_epoch"],
-        summary["val_loss"],
-        summary["val_accuracy"],
-        out_dir,
-    )
     return summary
 
 
