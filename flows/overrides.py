@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.config import Config, ConfigError, parse_config
+from pipeline.config import Config, ConfigError, parse_config, read_params
 from pipeline.layout import PARAMS_FILE
 
 
@@ -32,7 +30,7 @@ def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
     """params.yaml as this run sees it; a typo or out-of-range override fails before any stage starts."""
     path = root / PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
-    return parse_config(apply_overrides(yaml.safe_load(path.read_text()), overrides), source)
+    return parse_config(apply_overrides(read_params(path), overrides), source)
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:

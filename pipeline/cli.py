@@ -35,6 +35,9 @@ def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
     except (ConfigError, *expected) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (FileNotFoundError, NotADirectoryError) as err:  # an input path that is not there, or not a folder
+        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextlib.contextmanager

@@ -18,8 +18,13 @@ class ConfigError(ValueError):
     """A params.yaml value is missing, of the wrong type or out of range."""
 
 
+# Seeds seed..seed+ensemble-1 all go to NumPy and TensorFlow, whose seeds are non-negative 32-bit integers.
+SEED_MAX = 2**31 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "0.01" (text) is not a number and "yes" is not a bool; a wrong type is a mistake worth naming.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(_Strict):
@@ -27,10 +32,13 @@ class DataConfig(_Strict):
     url: str = Field(min_length=1)
     sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
     size: int | None = Field(gt=0)
+    max_expanded_mb: int = Field(ge=1)  # an archive that expands to more is refused before anything is written
+    max_expansion_ratio: float = Field(ge=1)  # expanded size / archive size above this: refused (zip bomb)
+    download_deadline_s: float = Field(gt=0)  # the whole transfer, not one read: a trickling server is cut off
 
 
 class SplitConfig(_Strict):
-    seed: int
+    seed: int = Field(ge=0, le=SEED_MAX)
     test_from_validation: float = Field(gt=0, lt=1)
     validation: float = Field(gt=0, lt=1)
     test: float = Field(gt=0, lt=1)
@@ -67,7 +75,7 @@ class TrainingConfig(_Strict):
     epochs: int = Field(ge=1, le=10000)
     patience: int | None = Field(ge=1)  # epochs without val_loss improvement before stopping; best epoch kept
     batch_size: int = Field(ge=1, le=65536)
-    seed: int
+    seed: int = Field(ge=0, le=SEED_MAX)
     class_weight: Literal["none", "balanced"]  # balanced: rare classes weigh more in the loss
 
     @model_validator(mode="after")
@@ -83,6 +91,14 @@ class DenseConfig(TrainingConfig):
     activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] | None
     dropout: float = Field(ge=0, lt=1)
     ensemble: int = Field(ge=1, le=32)  # heads trained with seeds seed, seed+1, ...; their probabilities averaged
+
+    @model_validator(mode="after")
+    def _seeds_in_range(self):
+        if self.seed + self.ensemble - 1 > SEED_MAX:
+            raise ValueError(
+                f"seed + ensemble - 1 must be at most {SEED_MAX} (each ensemble member takes the next seed)"
+            )
+        return self
 
 
 class AugmentConfig(_Strict):
@@ -133,6 +149,8 @@ def _describe(err: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in e["loc"])
         allowed = e.get("ctx", {}).get("expected")
         hint = f" (allowed: {allowed})" if allowed else ""
+        if e["type"] in ("float_type", "int_type") and isinstance(e["input"], str):
+            hint = " (quoted text is not a number; YAML also reads 1e-3 as text: write 1.0e-3)"
         got = "" if e["type"] == "missing" else f", got {e['input']!r}"
         lines.append(f"  {key}: {e['msg']}{hint}{got}")
     return "\n".join(lines)
@@ -147,10 +165,29 @@ def parse_config(raw: object, source: str = "params") -> Config:
         raise ConfigError(_describe(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; DVC refuses them, and so do we: a second partial `dense:` would
+    otherwise silently drop every key of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params(path: Path) -> object:
+    """params.yaml as data, refusing duplicate keys (FileNotFoundError and yaml.YAMLError pass through)."""
+    return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+
+
 def load_config(path: Path | str = PARAMS_FILE) -> Config:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_params(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as err:

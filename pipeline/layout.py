@@ -13,6 +13,9 @@ PROJECT = Path(__file__).resolve().parents[1]  # this checkout
 PARAMS_FILE = Path("params.yaml")  # relative: the working directory's, as DVC and the CLIs use it
 DATA_ROOT = Path("data")
 LOCK_FILE = Path("dvc.lock")
+# The source stage's record: a fixed path, not under data/<name>/, so that DVC can write it before data.name
+# is known to be a safe folder name.
+SOURCE_RECORD = DATA_ROOT / "source.json"
 
 HEADS = ("dense", "finetune")  # the two models, in training order (the dense head is the cheaper one)
 SPLITS = ("train", "validation", "test")

@@ -5,6 +5,7 @@ Layouts understood (class = sub-folder name):
   root/{train,validation[,test]}/<class>/...   splits as given (aliases: val, valid, training, testing)
   root/<class>/...                              no splits given: data/splits.py carves them
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,15 @@ from tqdm import tqdm
 from pipeline.data.images import IMAGE_SUFFIXES, check_image
 from pipeline.files import sha256_file
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
-                 "valid": "validation", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
 
 
 class DatasetError(ValueError):
@@ -52,6 +60,7 @@ class Scan:
     images: list[Found]
     rejected: list[tuple[Path, str]]  # (file, reason) for files that are no image of any class
     class_files: Counter  # image files per class folder (0: an empty class folder)
+    layout_notes: list[str]  # what was assumed where the folder names are ambiguous
 
 
 def _visible(p: Path | str) -> bool:
@@ -74,8 +83,7 @@ def find_root(raw: Path) -> Path:
 
 def scan(root: Path) -> Scan:
     """Every file under the class folders of `root`, as an image of its class or a rejection with its reason."""
-    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in root.iterdir()
-                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+    split_dirs, notes = _split_dirs(root)
     tops = [(d, s) for s, d in split_dirs.items()] if split_dirs else [(root, None)]
     found, rejected, classes = [], [], Counter()
     for top, split in tops:
@@ -97,7 +105,26 @@ def scan(root: Path) -> Scan:
                 else:
                     classes[cls_dir.name] += 1  # a folder holding only .DS_Store or notes counts as empty
                     found.append(Found(f, cls_dir.name, split))
-    return Scan(found, rejected, classes)
+    return Scan(found, rejected, classes, notes)
+
+
+def _split_dirs(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Split folders of `root`: a folder named like a split (valid/, test/, ...) is one only when it holds class
+    folders; one holding image files directly is a class. Both readings of a mixed layout are named in a note."""
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and _visible(d))
+    named = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
+    splits = {SPLIT_ALIASES[d.name.lower()]: d for d in named if any(c.is_dir() and _visible(c) for c in d.iterdir())}
+    notes = []
+    if splits:
+        others = [d.name for d in dirs if d not in splits.values()]
+        if others:
+            notes.append(
+                f"read {sorted(d.name for d in splits.values())} as split folders; {others} beside them "
+                "are not classes (their files are quarantined as outside any class folder)"
+            )
+    elif named:
+        notes.append(f"{[d.name for d in named]} hold images, not class folders: read as classes of a flat dataset")
+    return splits, notes
 
 
 def unreached(raw: Path, seen: set[Path]) -> list[tuple[Path, str]]:
@@ -116,8 +143,9 @@ def _check(args: tuple[str, str]) -> tuple[str | None, bool, str]:
     return result.reason, result.converted, sha256_file(src) if result.reason is None else ""
 
 
-def check_images(images: list[Found], root: Path, write_dir: Path, final_dir: Path,
-                 workers: int | None = None) -> tuple[list[Usable], list[tuple[Path, str]]]:
+def check_images(
+    images: list[Found], root: Path, write_dir: Path, final_dir: Path, workers: int | None = None
+) -> tuple[list[Usable], list[tuple[Path, str]]]:
     """Decode every image in parallel. Conversions are written to `write_dir` and referenced as `final_dir`
     (they differ while the output folder is still a temp dir). Returns (usable images, [(file, reason)])."""
     jobs = [(str(i.file), str(write_dir / f"{path_key(0, str(i.file.relative_to(root)))[:24]}.png")) for i in images]

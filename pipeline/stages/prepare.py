@@ -28,6 +28,8 @@ def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, work
         raise DatasetError(f"{raw}: no such folder (run the download stage first)")
     root = find_root(raw)
     found = scan(root)
+    for note in found.layout_notes:
+        log.warning("ambiguous layout: %s", note)
     rejected = found.rejected + unreached(raw, {i.file for i in found.images} | {f for f, _ in found.rejected})
     base = out_dir.resolve()
     with atomic_path(out_dir) as tmp:
@@ -44,7 +46,7 @@ def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, work
             ["sha256", "split", "source"],
             [[h, s, src] for h, v in sorted(cross.items()) for s, src in v],
         )
-    summary = _summary(rows, classes, found.class_files, quarantine, len(cross))
+    summary = {**_summary(rows, classes, found.class_files, quarantine, len(cross)), "layout_notes": found.layout_notes}
     write_json(summary_path, summary)
     log.info(
         "prepared %d images in %s (%s); quarantined %d, listed with reasons in %s",
@@ -93,8 +95,13 @@ def _rows(usable: list[Usable], base: Path, classes: list[str], split_of: dict[s
     per = Counter((r.label, r.split) for r in rows)
     for label in classes:
         short = [s for s in SPLITS if per[(label, s)] < MIN_PER_SPLIT]
+        n = sum(per[(label, s)] for s in SPLITS)
+        if short == ["train"]:
+            raise DatasetError(
+                f"class {label!r}: split.validation / split.test (or split.test_from_validation) leave no train "
+                f"image of its {n}; lower them or add images"
+            )
         if short:
-            n = sum(per[(label, s)] for s in SPLITS)
             raise DatasetError(
                 f"class {label!r} has {n} usable image(s), too few to fill split(s) "
                 f"{short}; add images or remove the class folder"

@@ -12,6 +12,7 @@ from tests.helpers.params import tiny_params, write_params
 from tests.helpers.processes import env
 
 STAGE_ARGS = {  # every stage, with outputs (execution records included) under out/, which must stay absent
+    "source": ["--out", "out/source.json"],
     "download": ["--out", "out/raw", "--info", "out/download.json", "--execution", "out/execution/download.json"],
     "prepare": ["--raw", "raw", "--out", "out/prepared", "--summary", "out/prepare.json"],
     "extract": ["--manifest", "prepared/manifest.csv", "--out", "out/features", "--execution", "out/x/extract.json"],
@@ -78,6 +79,12 @@ def test_every_stage_cli_rejects_bad_params_before_any_work(tmp_path, monkeypatc
         ("finetune", "epochs", "ten", ["finetune.epochs", "valid integer", "got 'ten'"]),
         ("dense", "learning_rat", 0.1, ["dense.learning_rat", "Extra inputs are not permitted"]),
         ("backbone", "alpha", 0.3, ["backbone.alpha", "0.25", "1.0"]),
+        # strict types: text is not a number, true is not an integer, "yes" is not a bool
+        ("dense", "learning_rate", "0.01", ["dense.learning_rate", "quoted text is not a number", "got '0.01'"]),
+        ("dense", "epochs", True, ["dense.epochs", "valid integer", "got True"]),
+        ("evaluate", "tta_flip", "yes", ["evaluate.tta_flip", "valid boolean", "got 'yes'"]),
+        ("dense", "seed", -1, ["dense.seed", "greater than or equal to 0", "got -1"]),
+        ("split", "seed", 2**32, ["split.seed", "less than or equal to 2147483647"]),
     ],
 )
 def test_bad_value_names_key_and_allowed_values(tmp_path, section, key, value, expect):

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.imports import closure, local_imports, module_file
-from pipeline.layout import HEADS, DatasetLayout
+from pipeline.layout import HEADS, SOURCE_RECORD, DatasetLayout
 from tests.helpers import REPO
 
 CODE = ("pipeline/", "flows/")  # dvc.yaml deps under these are code deps
@@ -127,7 +127,7 @@ def layout_paths(data: DatasetLayout, stages: list[str]) -> set[Path]:
     """Every path pipeline/layout.py names for one dataset (its root aside)."""
     paths = {getattr(data, name) for name, value in vars(DatasetLayout).items() if isinstance(value, property)}
     paths |= {data.model_dir(h) for h in HEADS} | {data.model_file(h) for h in HEADS}
-    return paths | {data.execution(s) for s in stages}
+    return paths | {data.execution(s) for s in stages} | {SOURCE_RECORD}
 
 
 def _data_strings(node: object) -> Iterator[str]:

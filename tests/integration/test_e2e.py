@@ -53,7 +53,7 @@ def test_dvc_repro_on_real_data(tmp_path):
     project = copy_repo(tmp_path / "project")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     first = _repro(project)
-    assert _ran(first) == {"download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"}
+    assert _ran(first) == {"source", "download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"}
 
     name = yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
     data = DatasetLayout.of(name, project)
@@ -72,7 +72,7 @@ def test_dvc_repro_on_real_data(tmp_path):
 
     features = data.features / "train.npy"
     stamp = features.stat().st_mtime_ns
-    assert _ran(_repro(project)) == set()  # nothing changed: nothing runs
+    assert _ran(_repro(project)) == {"source"}  # nothing changed: only the params and source check runs
 
     # One dense-head change: the head re-runs on the cached features; afterwards DVC finds stale exactly what
     # depends on it (the fine-tune starts from the dense model; evaluate, track), never extract. (`--dry` can't
@@ -82,5 +82,5 @@ def test_dvc_repro_on_real_data(tmp_path):
     params["dense"]["dropout"] = 0.4
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _ran(_repro(project, "--single-item", "train_dense")) == {"train_dense"}
-    assert _stale(project) == {"train_finetune", "evaluate", "track"}
+    assert _stale(project) == {"source", "train_finetune", "evaluate", "track"}  # source: always_changed
     assert features.stat().st_mtime_ns == stamp

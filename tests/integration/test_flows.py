@@ -141,7 +141,9 @@ def test_deployment_run_is_logged_to_mlflow(project, first_run, mlflow_server):
 def test_unchanged_project_recomputes_nothing(project, first_run):
     root, _ = project
     _, report = _run(project, "pipeline/default")
-    assert set(_stages(report).values()) == {"skipped (unchanged)"}
+    outcomes = _stages(report)
+    assert outcomes.pop("source") == "ran"  # the params and source check runs every time (always_changed)
+    assert set(outcomes.values()) == {"skipped (unchanged)"}
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
 
 
@@ -152,7 +154,7 @@ def test_override_reruns_only_what_depends_on_it_as_an_experiment(project, first
     _, report = _run(project, "pipeline/default", overrides={"dense.learning_rate": 0.05})
     stages = _stages(report)
     ran = {s for s, outcome in stages.items() if outcome == "ran"}
-    assert ran == {"train_dense", "train_finetune", "evaluate", "track"}
+    assert ran == {"source", "train_dense", "train_finetune", "evaluate", "track"}
     assert stages["extract"] == "skipped (unchanged)"
     assert {f: (root / f).read_bytes() for f in before} == before  # the workspace is untouched
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
@@ -190,6 +192,6 @@ def test_dvc_remote_push_then_pull_into_a_fresh_clone(project, first_run, tmp_pa
     git(tmp_path, "clone", "-q", str(root), str(clone))
     dvc(clone, "remote", "add", "--local", "shared", str(remote))
     dvc(clone, "pull", "-r", "shared")
-    assert "up to date" in dvc(clone, "status")
+    assert json.loads(dvc(clone, "status", "--json")) == {"source": ["always changed"]}
     for rel in ("features/train.npy", "models/dense/model.keras", "models/finetune/model.keras"):
         assert (clone / "data" / NAME / rel).read_bytes() == (root / "data" / NAME / rel).read_bytes()

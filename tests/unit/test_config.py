@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import ConfigError, load_config, parse_config
 from tests.helpers import REPO
-from tests.helpers.params import repo_params, tiny_params
+from tests.helpers.params import repo_params, tiny_config, tiny_params
 
 
 def test_repo_params_load():
@@ -75,3 +75,9 @@ def test_unknown_section_and_missing_file(tmp_path):
 def test_split_shares_must_leave_training_data():
     with pytest.raises(ConfigError, match="split"):
         parse_config(tiny_params({"split": {"validation": 0.6, "test": 0.5}}))
+
+
+def test_ensemble_seeds_stay_in_range():
+    with pytest.raises(ConfigError, match="seed \\+ ensemble - 1 must be at most 2147483647"):
+        tiny_config({"dense": {"seed": 2**31 - 2, "ensemble": 3}})
+    assert tiny_config({"dense": {"seed": 2**31 - 2, "ensemble": 2}}).dense.seed == 2**31 - 2

@@ -1,0 +1,19 @@
+"""The end-of-run summary: fits 100 columns, and its numbers are those of the committed run's files."""
+
+from pipeline.files import read_json
+from pipeline.layout import HEADS, DatasetLayout
+from pipeline.summary import WIDTH, summary_lines
+from tests.helpers import REPO
+from tests.helpers.params import repo_params
+
+
+def test_summary_fits_a_terminal_and_quotes_the_metrics():
+    name = repo_params()["data"]["name"]
+    data = DatasetLayout.of(name, REPO)
+    lines = summary_lines(data, name)
+    assert all(len(line) <= WIDTH for line in lines)
+    metrics = read_json(data.metrics)
+    for head in HEADS:
+        row = next(line for line in lines if line.startswith(head))
+        assert f"{metrics[head]['accuracy']:.2%}" in row and f"{metrics[head]['f1']:.3f}" in row
+    assert any(str(data.report) in line for line in lines)
