@@ -40,7 +40,9 @@ pipeline: install keras-home
 	python -m pipeline.summary
 
 # The linter and the formatter's check come first: a style slip fails in seconds, not after the suite.
+# The browser test drives Debian's chromium (never `playwright install`, which downloads its own).
 test: install keras-home
 	ruff check .
 	ruff format --check .
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	pytest

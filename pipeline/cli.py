@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.config import ConfigError
-from pipeline.files import write_json
+from pipeline.files import OutputPathError, write_json
 from pipeline.layout import PARAMS_FILE
 
 
@@ -32,7 +32,7 @@ def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
     exit with status 2, without a traceback; anything else is a bug and keeps its traceback."""
     try:
         main()
-    except (ConfigError, *expected) as err:
+    except (ConfigError, OutputPathError, *expected) as err:  # OutputPathError: an output path that is taken
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except (FileNotFoundError, NotADirectoryError) as err:  # an input path that is not there, or not a folder

@@ -18,6 +18,10 @@ from pathlib import Path
 log = logging.getLogger("pipeline")
 
 
+class OutputPathError(ValueError):
+    """An output path is taken by something the write must not replace (a folder where a file goes, a device)."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -63,10 +67,26 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     with scratch_dir(target) as scratch:
         tmp = scratch / target.name
+        _check_replaceable(target)  # before the work too: a wrong path is reported without waiting for it
         yield tmp
+        _check_replaceable(target, tmp.is_dir())
         if target.is_dir() and not target.is_symlink():
             os.replace(target, scratch / ".old")  # a rename, not rmtree: never a half-deleted target
         os.replace(tmp, target)
+
+
+def _check_replaceable(target: Path, writing_dir: bool | None = None) -> None:
+    """Only a folder replaces a folder, and only a file replaces a file (or a link): writing a file must never
+    delete a folder, and a folder output must not swallow a file someone put at its path."""
+    if not os.path.lexists(target) or target.is_symlink():
+        return
+    if target.is_dir():
+        if writing_dir is False:
+            raise OutputPathError(f"{target} is a folder: refusing to replace it with a file (give a file path)")
+    elif not target.is_file():
+        raise OutputPathError(f"{target} exists and is not a regular file or folder: refusing to replace it")
+    elif writing_dir:
+        raise OutputPathError(f"{target} is a file: refusing to replace it with a folder")
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -96,3 +116,31 @@ def write_csv(path: Path | str, header: list[str], rows: Iterable[Iterable[objec
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def copy_tree(src: Path, dest: Path) -> list[dict]:
+    """Copy the regular files and folders under `src` to `dest`, following no link: a link can leave `src`,
+    dangle or loop, and one inside `src` would copy a file twice. Returns what was skipped, with the reason."""
+    skipped: list[dict] = []
+    dest.mkdir()
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        path, out = Path(entry.path), dest / entry.name
+        if entry.is_symlink():
+            skipped.append({"path": str(path), "reason": _link_reason(path)})
+        elif entry.is_dir(follow_symlinks=False):
+            skipped += copy_tree(path, out)
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copy2(path, out, follow_symlinks=False)
+        else:  # a FIFO would block the copy forever; devices and sockets hold no data
+            skipped.append({"path": str(path), "reason": "not a regular file or folder"})
+    return skipped
+
+
+def _link_reason(link: Path) -> str:
+    try:
+        target = link.resolve(strict=True)
+    except FileNotFoundError:
+        return f"dangling symlink (-> {os.readlink(link)}): not followed"
+    except (RuntimeError, OSError):  # RuntimeError: Python 3.11's "Symlink loop"
+        return f"symlink loop (-> {os.readlink(link)}): not followed"
+    return f"symlink to {target}: not followed (links are never copied)"

@@ -90,6 +90,11 @@ class DatasetLayout:
         return self.reports / "plots"
 
     @property
+    def offline_plots(self) -> Path:
+        """`dvc plots show` rendered to PNGs with an index.html: python -m pipeline.evaluation.offline_plots."""
+        return self.reports / "plots_offline"
+
+    @property
     def metrics(self) -> Path:
         return self.reports / METRICS_FILE
 

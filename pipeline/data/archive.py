@@ -1,13 +1,15 @@
-"""Fetch a dataset archive (URL, file:// URL, local path or local mirror), verify it, extract it safely.
+"""Fetch a dataset (URL, file:// URL, local archive or folder, or a local mirror), verify it, extract it safely.
 
-Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archive's name
-(e.g. ../shared/mirror); it is used instead of the network and verified the same way.
-"""
+Offline use: set PIPELINE_DATA_MIRROR to a folder holding a file with the archive's name (e.g. ../shared/mirror);
+it is used instead of the network and verified the same way."""
+
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
+import json
 import os
-import shutil
 import tarfile
 import time
 import urllib.parse
@@ -19,15 +21,19 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from pipeline.config import DataConfig
-from pipeline.files import atomic_path, log, scratch_dir, sha256_file
+from pipeline.files import atomic_path, copy_tree, log, scratch_dir, sha256_file
+from pipeline.layout import DATA_ROOT
 
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
-OFFLINE_HINT = (f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
-                "or set data.url to a local path.")
+OFFLINE_HINT = f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, or set data.url to a local path."
 
 
 class DownloadError(RuntimeError):
     """The archive could not be fetched, failed verification, or is unsafe to extract."""
+
+
+class RefusedError(DownloadError):
+    """Refused for what it is (too large, past the deadline): fetching it again can't help."""
 
 
 def resolve_source(url: str) -> tuple[str, Path | None]:
@@ -44,44 +50,87 @@ def resolve_source(url: str) -> tuple[str, Path | None]:
     return url, None
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+def fetch(
+    url: str, dest: Path, deadline_s: float, timeout: float = 30, max_bytes: int | None = None, t0: float | None = None
+) -> None:
+    """Write `url` to `dest`, all of it within `deadline_s` of monotonic time `t0` (default: now). The socket
+    timeout bounds one read only: a server sending a byte now and then is cut off by this. Used by predict too."""
+    end = (time.monotonic() if t0 is None else t0) + deadline_s
+
+    def read_timeout() -> float:
+        if (left := end - time.monotonic()) <= 0:
+            raise RefusedError(f"{url}: not downloaded within the {deadline_s:g} s deadline (server too slow?)")
+        return min(timeout, left)
+
+    with urllib.request.urlopen(url, timeout=read_timeout()) as resp, open(dest, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
+        sock = getattr(getattr(resp.fp, "raw", None), "_sock", None)  # http.client keeps it private
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
-            while block := resp.read(1 << 20):
+            while True:
+                if sock is not None:
+                    sock.settimeout(read_timeout())  # a single blocked read ends by the deadline too
+                if not (block := resp.read1(1 << 20)):  # read1: what arrived, so the clock is checked often
+                    break
                 out.write(block)
                 bar.update(len(block))
+                if max_bytes is not None and out.tell() > max_bytes:
+                    raise RefusedError(f"{url}: larger than {max_bytes >> 20} MB")
+                read_timeout()
     got = dest.stat().st_size
     if total is not None and got != total:  # urllib returns a dropped connection as a short, "complete" read
         raise DownloadError(f"{url}: connection ended after {got} of {total} bytes (truncated download)")
 
 
+def _expansion_limit(cfg: DataConfig, compressed: int) -> tuple[int, str]:
+    """The most bytes the archive may expand to, and the setting that sets it (the smaller bound wins)."""
+    by_size, by_ratio = cfg.max_expanded_mb * 10**6, int(cfg.max_expansion_ratio * compressed)
+    if by_size <= by_ratio:
+        return by_size, f"data.max_expanded_mb={cfg.max_expanded_mb}"
+    return by_ratio, f"data.max_expansion_ratio={cfg.max_expansion_ratio:g} x {compressed} bytes"
+
+
+def _refuse_expansion(path: Path, size: int, limit: tuple[int, str], verb: str = "declares") -> None:
+    if size > limit[0]:
+        raise RefusedError(f"{path}: {verb} {size} bytes expanded, above {limit[1]}: refusing it (archive bomb?)")
+
+
 def verify_archive(path: Path, cfg: DataConfig) -> str:
-    """Check size, sha256 (when pinned) and archive integrity; return the sha256."""
+    """Check size, sha256 (when pinned), declared expanded size and archive integrity; return the sha256."""
     size = path.stat().st_size
     if cfg.size is not None and size != cfg.size:
         raise DownloadError(f"{path}: size {size} bytes, expected data.size={cfg.size} (truncated download?)")
     digest = sha256_file(path)
     if cfg.sha256 is not None and digest != cfg.sha256.lower():
         raise DownloadError(f"{path}: sha256 {digest} does not match data.sha256={cfg.sha256}")
-    try:
+    limit = _expansion_limit(cfg, size)
+    with _archive_errors(path):
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(path) as zf:  # the sizes are in the central directory: checked before inflating
+                _refuse_expansion(path, sum(m.file_size for m in zf.infolist()), limit)
                 bad = zf.testzip()
             if bad is not None:
                 raise DownloadError(f"{path}: corrupted zip member {bad!r}")
         elif tarfile.is_tarfile(path):
+            declared = 0
             with tarfile.open(path) as tf:  # read every member: a cut .tar.gz only fails near its end
                 for member in tf:
+                    declared += member.size
+                    _refuse_expansion(path, declared, limit)  # headers come one by one: stop at the first too many
                     if member.isfile():
                         with tf.extractfile(member) as f:
                             while f.read(1 << 20):
                                 pass
         else:
             raise DownloadError(f"{path}: neither a zip nor a tar archive (corrupted or truncated download?)")
+    return digest
+
+
+@contextlib.contextmanager
+def _archive_errors(path: Path):
+    try:
+        yield
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as err:
         raise DownloadError(f"{path}: corrupted archive ({type(err).__name__}: {err})") from None
-    return digest
 
 
 def _check_member(name: str) -> None:
@@ -90,55 +139,111 @@ def _check_member(name: str) -> None:
         raise DownloadError(f"unsafe archive entry {name!r} (absolute path or '..'): refusing to extract")
 
 
-def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract into `dest`, refusing entries that would land outside it (zip-slip) or links."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                _check_member(member.filename)
-                if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise DownloadError(f"archive entry {member.filename!r} is a symlink: refusing to extract")
-            zf.extractall(dest)
-    else:
-        with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                _check_member(member.name)
-                if not (member.isfile() or member.isdir()):
-                    raise DownloadError(f"archive entry {member.name!r} is not a plain file: refusing to extract")
-            tf.extractall(dest, filter="data")
+def extract_archive(archive: Path, dest: Path, cfg: DataConfig) -> None:
+    """Extract into `dest` plain files and folders only (no links, nothing outside `dest`), stopping as soon as
+    more bytes come out than the expansion limit allows, whatever the headers declared."""
+    limit, written = _expansion_limit(cfg, archive.stat().st_size), 0
+    with contextlib.ExitStack() as stack, _archive_errors(archive):
+        if zipfile.is_zipfile(archive):
+            zf = stack.enter_context(zipfile.ZipFile(archive))
+            link = [m.external_attr >> 28 == 0xA for m in zf.filelist]  # top 4 bits of the Unix mode: the file type
+            members = [(m.filename, m.is_dir(), m, "is a symlink" * x) for m, x in zip(zf.filelist, link)]
+            opener = zf.open
+        else:
+            tf = stack.enter_context(tarfile.open(archive))
+            members = [(m.name, m.isdir(), m, "" if m.isfile() or m.isdir() else "is not a plain file") for m in tf]
+            opener = tf.extractfile
+        for name, _, _, odd in members:  # all checked before anything is written
+            _check_member(name)
+            if odd:
+                raise DownloadError(f"archive entry {name!r} {odd}: refusing to extract")
+        dest.mkdir(parents=True)
+        for name, is_dir, member, _ in members:
+            target = dest / name.replace("\\", "/")
+            (target if is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+            if is_dir:
+                continue
+            with opener(member) as src, open(target, "wb") as out:
+                while block := src.read(1 << 20):
+                    written += len(block)
+                    _refuse_expansion(archive, written, limit, "would write at least")  # lying headers
+                    out.write(block)
+
+
+def _refuse_overlap(url: str, local: Path | None, raw_dir: Path) -> None:
+    """A source that is, holds, or lies in the output (or the project's data folder) would be replaced or
+    copied into itself."""
+    if local is None:
+        return
+    src = local.resolve()
+    for out in {raw_dir.resolve(), DATA_ROOT.resolve()} if src.is_dir() else {raw_dir.resolve()}:
+        if src == out or src.is_relative_to(out) or (src.is_dir() and out.is_relative_to(src)):
+            raise RefusedError(f"data.url {url} ({src}) overlaps the output folder {out}: refusing to copy it")
 
 
 def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0) -> tuple[dict, str]:
     """Fetch, verify and extract `cfg.url` into `raw_dir`. Returns (what was fetched: the same for the same
     data on any machine, where it was read from: a local path or the URL)."""
     source, local = resolve_source(cfg.url)
+    _refuse_overlap(cfg.url, local, raw_dir)
     if local is not None and local.is_dir():  # an already-unpacked folder of class sub-folders
         with atomic_path(raw_dir) as tmp:
-            shutil.copytree(local, tmp)
+            skipped = copy_tree(local.resolve(), tmp)
+        for s in skipped:
+            log.warning("skipped %s: %s", s["path"], s["reason"])
         log.info("copied folder %s -> %s", local, raw_dir)
-        return {"url": cfg.url, "kind": "directory"}, source
+        return {"url": cfg.url, "kind": "directory", **({"skipped": skipped} if skipped else {})}, source
 
+    start = time.monotonic()  # data.download_deadline_s covers all attempts together
     with scratch_dir(raw_dir.parent / f"{raw_dir.name}.download") as workdir:
         archive = local if local is not None else workdir / "archive"  # local files are read in place
         for attempt in range(1, attempts + 1):
             try:
                 if local is None:
-                    _fetch(source, archive, timeout)
+                    fetch(source, archive, cfg.download_deadline_s, timeout, t0=start)
                 elif not local.exists():
                     raise DownloadError(f"data.url {cfg.url}: no such file {local}")
                 digest = verify_archive(archive, cfg)
                 break
             except (OSError, http.client.HTTPException, DownloadError) as err:  # URLError is an OSError
-                if isinstance(err, DownloadError) and local is not None:
-                    raise  # a local file does not get better by re-reading it
+                if isinstance(err, RefusedError) or isinstance(err, DownloadError) and local is not None:
+                    raise  # past the deadline, too large, or a local file: trying again can't help
                 if attempt == attempts:
-                    raise DownloadError(f"could not fetch {cfg.url} after {attempts} attempts: {err}\n"
-                                        f"{OFFLINE_HINT}") from None
-                log.warning("attempt %d/%d for %s failed: %s; retrying. %s", attempt, attempts, source, err,
-                            OFFLINE_HINT)
+                    raise DownloadError(
+                        f"could not fetch {cfg.url} after {attempts} attempts: {err}\n{OFFLINE_HINT}"
+                    ) from None
+                log.warning(
+                    "attempt %d/%d for %s failed: %s; retrying. %s", attempt, attempts, source, err, OFFLINE_HINT
+                )
                 time.sleep(2 ** (attempt - 1))
         with atomic_path(raw_dir) as tmp:
-            extract_archive(archive, tmp)
+            extract_archive(archive, tmp, cfg)
         size = archive.stat().st_size
     log.info("verified %s (%d bytes, sha256 %s) and extracted it to %s", source, size, digest, raw_dir)
     return {"url": cfg.url, "sha256": digest, "size": size, "kind": "archive"}, source
+
+
+def source_fingerprint(url: str) -> dict:
+    """`url`'s data, the same for the same content: a local archive's size, mtime and sha256; a local folder's
+    file count, bytes and digest of every (path, size, mtime), links by their text, never followed; else the URL."""
+    if urllib.parse.urlparse(url).scheme not in ("", "file"):
+        return {"kind": "url", "url": url}
+    local = resolve_source(url)[1]
+    if local.is_file():
+        st = local.stat()
+        return {"kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(local)}
+    if not local.is_dir():
+        raise DownloadError(f"data.url {url}: no such file or folder {local}")
+    entries, count, total = [], 0, 0
+    for dirpath, dirnames, filenames in os.walk(local):  # os.walk does not descend into linked folders
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath, name)
+            rel, st = path.relative_to(local).as_posix(), path.lstat()
+            if path.is_symlink():
+                entries.append([rel, "link", os.readlink(path)])
+            elif path.is_file():
+                count, total = count + 1, total + st.st_size
+                entries.append([rel, st.st_size, st.st_mtime_ns])
+    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    return {"kind": "folder", "files": count, "bytes": total, "digest": digest}

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from pipeline.config import EvaluateConfig
 from pipeline.evaluation.plots import plt, save_figure
+from pipeline.files import write_csv
 from pipeline.model.heads import head_logits
 from pipeline.model.inputs import load_image
 
@@ -25,6 +26,7 @@ LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
 GALLERY_COLUMNS = 6
 BATCH = 32  # images per gradient pass: bounds memory at full image size
+MISCLASSIFIED_COLUMNS = ["file", "true", "predicted", "confidence"]  # misclassified_<head>.csv
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,9 @@ def _misclassified_figure(
     classes: list[str],
     size: int,
     limit: int,
-) -> plt.Figure:
-    """The `limit` most confidently wrong images, Grad-CAM overlaid when `parts` is given."""
+) -> tuple[plt.Figure, list[tuple[str, str, str, str]]]:
+    """The `limit` most confidently wrong images, Grad-CAM overlaid when `parts` is given, and their file name,
+    true and predicted class and confidence, in the gallery's order."""
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     wrong = np.flatnonzero(pred != y)
     idx = wrong[np.argsort(-conf[wrong], kind="stable")][:limit]
@@ -173,7 +176,8 @@ def _misclassified_figure(
     title = f"{head}: {len(wrong)} of {len(y)} test images misclassified (true → predicted)" + (
         f", the {len(cells)} most confident shown" if len(cells) < len(wrong) else ""
     )
-    return _figure([cells[i : i + GALLERY_COLUMNS] for i in range(0, len(cells), GALLERY_COLUMNS)], title)
+    names = [(Path(paths[i]).name, classes[y[i]], classes[pred[i]], f"{conf[i]:.4f}") for i in idx]
+    return _figure([cells[i : i + GALLERY_COLUMNS] for i in range(0, len(cells), GALLERY_COLUMNS)], title), names
 
 
 def write_explanations(
@@ -187,7 +191,8 @@ def write_explanations(
     cfg: EvaluateConfig,
 ) -> list[Path]:
     """gradcam_finetune.png (explain_per_class test images of each class) and misclassified_<head>.png (the
-    misclassified_max most confidently wrong, Grad-CAM overlaid for the fine-tuned `model`) under `plots`."""
+    misclassified_max most confidently wrong, Grad-CAM overlaid for the fine-tuned `model`) under `plots`; the
+    PNGs' paths. misclassified_<head>.csv beside each gallery names its images."""
     if not (cfg.explain_per_class or cfg.misclassified_max):
         return []
     parts = gradcam_parts(model)
@@ -198,9 +203,10 @@ def write_explanations(
         )
     if cfg.misclassified_max:
         for head, p in probs.items():
-            figures[f"misclassified_{head}"] = _misclassified_figure(
+            figures[f"misclassified_{head}"], names = _misclassified_figure(
                 head, parts if head == "finetune" else None, paths, y, p, classes, size, cfg.misclassified_max
             )
+            write_csv(plots / f"misclassified_{head}.csv", MISCLASSIFIED_COLUMNS, names)  # the report lists them
     for name, fig in figures.items():
         save_figure(fig, plots / f"{name}.png")
     return [plots / f"{name}.png" for name in figures]

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
-from pipeline.files import atomic_path, write_csv  # noqa: E402
+from pipeline.files import atomic_path, read_json, write_csv  # noqa: E402
+from pipeline.layout import SUMMARY_FILE  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
@@ -54,10 +55,14 @@ def write_plots(
     for head, path in histories.items():
         hist = np.genfromtxt(path, delimiter=",", names=True)
         hist = np.atleast_1d(hist)
+        summary = path.parent / SUMMARY_FILE  # the kept weights' epoch; 0: the starting weights (no epoch better)
+        best = read_json(summary).get("best_epoch") if summary.exists() else None
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key in zip(axes, ("loss", "accuracy")):
             ax.plot(hist["epoch"], hist[key], "o-", label=f"train {key}")
             ax.plot(hist["epoch"], hist[f"val_{key}"], "o-", label=f"validation {key}")
+            if best is not None:
+                ax.axvline(best, color="k", ls="--", lw=1, label=f"best epoch ({best or 'start'})")
             ax.set(xlabel="epoch", title=f"{head}: {key}")
             ax.legend()
         save_figure(fig, plots / f"curves_{head}.png")

@@ -4,18 +4,22 @@ training summaries, the class balance of the data and every evaluation plot, inl
     python -m pipeline.evaluation.report --reports data/<name>/reports --dense data/<name>/models/dense \\
         --finetune data/<name>/models/finetune --manifest data/<name>/prepared/manifest.csv
 
-evaluate writes it as <reports>/report.html; this command rebuilds it from the files.
+evaluate writes it as <reports>/report.html; this command rebuilds it from the files, and names the params of
+--params (default params.yaml) as those it was made with.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 from collections import Counter
 from html import escape
 from pathlib import Path
 
 from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.config import Config, load_config
 from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_manifest
+from pipeline.evaluation.report_html import STYLE, provenance, table
 from pipeline.files import read_json, write_text
 from pipeline.layout import (
     HEADS,
@@ -26,6 +30,7 @@ from pipeline.layout import (
     SPLITS,
     SUMMARY_FILE,
     SUMMARY_METRICS,
+    DatasetLayout,
 )
 
 METRICS = ("n", *METRIC_NAMES)
@@ -40,24 +45,6 @@ PLOT_ORDER = (
     "misclassified_dense",
     "misclassified_finetune",
 )  # then any other PNG, by name
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.warn{color:#b00}
-figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}"""
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{escape(str(k))}: {_cell(v)}" for k, v in value.items())
-    return "" if value is None else escape(str(value))
-
-
-def table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _data_section(manifest: Path) -> str:
@@ -73,11 +60,14 @@ def _data_section(manifest: Path) -> str:
     )
     quarantine = manifest.parent / QUARANTINE_FILE
     dropped = sum(1 for _ in quarantine.open()) - 1 if quarantine.exists() else 0
+    summary = DatasetLayout(manifest.parent.parent).prepare_summary  # manifest: <root>/prepared/manifest.csv
+    reasons = read_json(summary).get("quarantine_reasons", {}) if summary.exists() else {}
     return (
         f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
         f"(prepared/{QUARANTINE_FILE}).</p>"
         + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes])
         + note
+        + (table(["quarantine reason", "files"], [[r, n] for r, n in sorted(reasons.items())]) if reasons else "")
     )
 
 
@@ -88,18 +78,44 @@ def _plots_section(plots: Path) -> str:
     )
     figures = [
         f'<figure><img alt="{escape(f.stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(f.read_bytes()).decode("ascii")}"><figcaption>{escape(f.name)}</figcaption></figure>'
+        f'{base64.b64encode(f.read_bytes()).decode("ascii")}"><figcaption>{escape(f.name)}{_names(f)}</figcaption>'
+        "</figure>"
         for f in files
     ]
     return "<h2>Plots</h2>" + "".join(figures)
 
 
-def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> str:
+def _names(png: Path) -> str:
+    """The gallery's images, in its order, from the CSV that explain.py writes beside it."""
+    listing = png.with_suffix(".csv")
+    if not png.stem.startswith("misclassified_") or not listing.exists():
+        return ""
+    with listing.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    items = "".join(
+        f"<li><code>{escape(r['file'])}</code>: {escape(r['true'])} → {escape(r['predicted'])} "
+        f"{100 * float(r['confidence']):.1f}%</li>"
+        for r in rows
+    )
+    return f'<ol class="names">{items}</ol>' if rows else ""
+
+
+def render(
+    reports: Path,
+    model_dirs: dict[str, Path],
+    manifest: Path | None = None,
+    config: Config | None = None,
+    title: str | None = None,
+) -> str:
+    """`title`: the dataset's name (default: config's data.name, else the folder above `reports`)."""
+    title = title or (config.data.name if config else reports.resolve().parent.name)
+
     metrics = read_json(reports / METRICS_FILE)
     heads = list(metrics)
     classes = list(next(iter(metrics.values()))["per_class"])
     parts = [
-        f"<h1>Evaluation report: <code>{escape(str(reports))}</code></h1>",
+        f"<h1>{escape(title)}: evaluation report</h1>",
+        provenance(config),
         f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>",
     ]
     if manifest:
@@ -128,14 +144,20 @@ def render(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = N
     if (reports / "plots").is_dir():
         parts.append(_plots_section(reports / "plots"))
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}: evaluation report</title>'
         f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
 
 
-def write_report(reports: Path, model_dirs: dict[str, Path], manifest: Path | None = None) -> Path:
+def write_report(
+    reports: Path,
+    model_dirs: dict[str, Path],
+    manifest: Path | None = None,
+    config: Config | None = None,
+    title: str | None = None,
+) -> Path:
     out = reports / REPORT_FILE
-    write_text(out, render(reports, model_dirs, manifest))
+    write_text(out, render(reports, model_dirs, manifest, config, title))
     return out
 
 
@@ -148,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     model_dirs = {h: d for h, d in zip(HEADS, (args.dense, args.finetune)) if d}
-    print(write_report(args.reports, model_dirs, args.manifest))
+    print(write_report(args.reports, model_dirs, args.manifest, load_config(args.params)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cli import parser, run_cli, setup_logging
-from pipeline.config import BackboneConfig, EvaluateConfig, load_config
+from pipeline.config import BackboneConfig, Config, EvaluateConfig, load_config
 from pipeline.data.dataset import check_images, find_root, scan
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.evaluation.explain import write_explanations
@@ -33,8 +33,10 @@ def evaluate(
     out_dir: Path,
     backbone: BackboneConfig,
     cfg: EvaluateConfig,
+    config: Config | None = None,
 ) -> dict:
-    """Dense head on the cached test features, fine-tuned model on the test images."""
+    """Dense head on the cached test features, fine-tuned model on the test images; `config` (all params) is
+    what the report says it was made from."""
     classes = read_json(features / FEATURE_META_FILE)["classes"]
     n, size = len(classes), backbone.image_size
     x_test, y_test = load_features(features, "test")
@@ -54,12 +56,18 @@ def evaluate(
         {h: d / HISTORY_FILE for h, d in model_dirs.items() if (d / HISTORY_FILE).exists()},
     )
     write_explanations(out_dir / "plots", finetuned, paths, y_test, probs, classes, size, cfg)
-    write_report(out_dir, model_dirs, manifest)
+    write_report(out_dir, model_dirs, manifest, config)
     return metrics
 
 
 def evaluate_folder(
-    images: Path, dense_dir: Path, finetune_dir: Path, out_dir: Path, backbone: BackboneConfig, cfg: EvaluateConfig
+    images: Path,
+    dense_dir: Path,
+    finetune_dir: Path,
+    out_dir: Path,
+    backbone: BackboneConfig,
+    cfg: EvaluateConfig,
+    config: Config | None = None,
 ) -> dict:
     """Score both models on another folder of class sub-folders with the training class names."""
     classes = read_json(dense_dir / SUMMARY_FILE)["classes"]
@@ -82,7 +90,7 @@ def evaluate_folder(
         probs = {head: image_probabilities(m, paths, n, size, cfg.tta_flip) for head, m in models.items()}
         metrics = score(y, probs, classes, out_dir, {})
         write_explanations(out_dir / "plots", models["finetune"], paths, y, probs, classes, size, cfg)
-    write_report(out_dir, {"dense": dense_dir, "finetune": finetune_dir})
+    write_report(out_dir, {"dense": dense_dir, "finetune": finetune_dir}, config=config, title=images.resolve().name)
     return metrics
 
 
@@ -98,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg = load_config(args.params)
     if args.images:
-        evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
+        evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
     elif args.features and args.manifest:
-        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate)
+        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
     else:
         ap.error("give --features and --manifest (test split) or --images FOLDER")
 

@@ -13,7 +13,15 @@ from tests.helpers import REPO
 
 # What differs from params.yaml: a 32 px backbone, small heads and batches, few epochs.
 TINY = {
-    "data": {"name": "synthetic", "url": "PLACEHOLDER", "sha256": None, "size": None},
+    "data": {
+        "name": "synthetic",
+        "url": "PLACEHOLDER",
+        "sha256": None,
+        "size": None,
+        "max_expanded_mb": 20000,
+        "max_expansion_ratio": 100,
+        "download_deadline_s": 600,
+    },
     "split": {"seed": 7, "test_from_validation": 0.5, "validation": 0.2, "test": 0.2},
     "backbone": {"name": "mobilenet", "alpha": 1.0, "weights": "imagenet", "image_size": 32},
     "extract": {"batch_size": 16},
