@@ -2,7 +2,9 @@
 registered under `<data.name>-classifier`, and the `champion` alias on the best version seen so far.
 
 Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
-An http(s) server is probed at /health first, so a server that is down fails the stage in seconds.
+An http(s) server is probed at /health first, so a server that is down fails the stage in seconds; one that dies
+mid-run fails it with the same message. Runs of this execution that a killed track left RUNNING are marked FAILED
+and their model versions deleted before it is logged again.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.files import log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
-from pipeline.tracking.lineage import execution_tags
+from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags
 from pipeline.tracking.runs import (
     CHAMPION,
+    fail_crashed_runs,
     input_example,
     log_files,
     log_head,
@@ -26,17 +29,43 @@ from pipeline.tracking.runs import (
     register_champion,
     run_params,
 )
-from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, open_experiment
+from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, check_reachable, open_experiment
 
 
 def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
     """Log one execution of the outputs under `data`; write what was logged (ids, versions, champion) to `out`."""
     name = cfg.data.name
     uri, experiment = open_experiment(name)
+    try:
+        record = _log_execution(cfg, data, lock, experiment.experiment_id)
+    except Exception:
+        check_reachable(uri)  # a server that died mid-run: the documented one-line error, not MLflow's traceback
+        raise
+    record = {"tracking_uri": uri, "experiment_name": name, "experiment_id": experiment.experiment_id, **record}
+    write_json(out, record)
+    log.info(
+        "logged to %s: experiment %s, run %s; %s@%s is version %s (%s)",
+        uri,
+        name,
+        record["parent_run_id"],
+        record["registered_model"],
+        CHAMPION,
+        fail_crashed_runs,
+        record[CHAMPION]["version"],
+        record[CHAMPION]["head"],
+    )
+    return record
+
+
+def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, experiment_id: str) -> dict:
     params = run_params(cfg, data.download_info, data.manifest)
     metrics = read_json(data.metrics)
     runs, versions = {}, {}
     tags = execution_tags(lock)
+    tags[EXECUTION_TAG] = execution_id(tags, params)
+    crashed = fail_crashed_runs(experiment_id, tags[EXECUTION_TAG])
+    if crashed:
+        log.warning("marked %d run(s) of an earlier, interrupted track of this execution FAILED", len(crashed))
     with mlflow.start_run(run_name="pipeline", tags=tags) as parent:
         mlflow.log_params(params)
         log_files([data.metrics, data.report, data.prepare_summary, data.download_info, lock])
@@ -56,29 +85,14 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
                 data.execution(f"train_{head}"),
             )
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
-        champion = register_champion(model_name(cfg), versions, metrics, params["data.manifest_sha256"])
-    record = {
-        "tracking_uri": uri,
-        "experiment_name": name,
-        "experiment_id": experiment.experiment_id,
+        champion = register_champion(model_name(cfg), versions, metrics)
+    return {
         "parent_run_id": parent.info.run_id,
         "child_run_ids": runs,
         "registered_model": model_name(cfg),
         "model_versions": versions,
         CHAMPION: champion,
     }
-    write_json(out, record)
-    log.info(
-        "logged to %s: experiment %s, run %s; %s@%s is version %s (%s)",
-        uri,
-        name,
-        parent.info.run_id,
-        model_name(cfg),
-        CHAMPION,
-        champion["version"],
-        champion["head"],
-    )
-    return record
 
 
 def main(argv: list[str] | None = None) -> None:

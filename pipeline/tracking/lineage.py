@@ -17,6 +17,7 @@ import yaml
 PREFECT_ENV = ("PREFECT__FLOW_RUN_ID", "PIPELINE_PREFECT_FLOW_RUN_ID")  # set by Prefect workers / by us
 _TAG_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed key characters; foreach stages are named `x@y`
 PINNED_MODULES = ("keras", "tensorflow", "numpy", "h5py")  # what loading a saved .keras model needs
+EXECUTION_TAG = "pipeline.execution"
 
 
 def _git(cwd: Path, *args: str) -> str | None:
@@ -54,6 +55,13 @@ def execution_tags(lock: Path) -> dict[str, str]:
     if flow_run:
         tags["prefect.flow_run_id"] = flow_run
     return tags
+
+
+def execution_id(tags: dict[str, str], params: dict[str, object]) -> str:
+    """sha256 of what the execution saw: params (with the data hashes), git commit and DVC stage hashes. The
+    Prefect flow run is left out, so a rerun after a crash, from any flow run, finds the runs the crash left."""
+    seen = {k: v for k, v in tags.items() if k != "prefect.flow_run_id"}
+    return hashlib.sha256(json.dumps([seen, params], sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.cache

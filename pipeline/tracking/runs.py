@@ -17,7 +17,7 @@ from pipeline.files import read_json, sha256_file
 from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import load_image
-from pipeline.tracking.lineage import pip_requirements
+from pipeline.tracking.lineage import EXECUTION_TAG, pip_requirements
 from pipeline.tracking.served import log_pyfunc_model
 
 CHAMPION = "champion"
@@ -122,6 +122,13 @@ def log_head(
             )
         # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
         model = load_for_inference(model_dir / MODEL_FILE)
+        # The version is created with its tags (what the champion comparison reads) in one request: a crash
+        # can't leave a version without them.
+        version_tags = {
+            "head": head,
+            "test_accuracy": str(float(test["accuracy"])),
+            "data.manifest_sha256": str(params["data.manifest_sha256"]),
+        }
         return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
             name=head,
             artifact_path=None,
@@ -131,6 +138,7 @@ def log_head(
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=model_name(cfg),
+            tags=version_tags,  # on the logged model and on its registered version
         )
 
 
@@ -141,13 +149,10 @@ def pick_champion(accuracy: dict[str, float], current: float | None) -> str | No
     return best if current is None or accuracy[best] > current else None
 
 
-def register_champion(name: str, versions: dict[str, int], metrics: dict, manifest_sha: str) -> dict:
-    """Tag the new versions with what the comparison needs; move `champion` to the better one."""
+def register_champion(name: str, versions: dict[str, int], metrics: dict) -> dict:
+    """Move `champion` to the better of the new versions if it beats the one holding it."""
     client = mlflow.MlflowClient()
     accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
-    for head, version in versions.items():
-        for key, value in (("head", head), ("test_accuracy", accuracy[head]), ("data.manifest_sha256", manifest_sha)):
-            client.set_model_version_tag(name, version, key, str(value))
     held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
     current = None if held_by is None else client.get_model_version(name, held_by)
     # A champion without the tag (aliased by hand) counts as beaten.
@@ -162,3 +167,17 @@ def register_champion(name: str, versions: dict[str, int], metrics: dict, manife
         }
     client.set_registered_model_alias(name, CHAMPION, versions[head])
     return {"version": versions[head], "head": head, "test_accuracy": accuracy[head], "changed": True}
+
+
+def fail_crashed_runs(experiment_id: str, execution: str) -> list[str]:
+    """Runs of this execution still RUNNING were left by a track stage that was killed or lost its server (a
+    live one holds DVC's lock): mark them FAILED and delete the model versions they registered, so the rerun's
+    versions are the only ones. Returns their ids."""
+    client = mlflow.MlflowClient()
+    query = f"tags.`{EXECUTION_TAG}` = '{execution}' and attributes.status = 'RUNNING'"
+    crashed = [run.info.run_id for run in client.search_runs([experiment_id], query)]
+    for run_id in crashed:
+        for version in client.search_model_versions(f"run_id = '{run_id}'"):
+            client.delete_model_version(version.name, version.version)
+        client.set_terminated(run_id, "FAILED")
+    return crashed

@@ -53,7 +53,16 @@ def test_dvc_repro_on_real_data(tmp_path):
     project = copy_repo(tmp_path / "project")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     first = _repro(project)
-    assert _ran(first) == {"source", "download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"}
+    assert _ran(first) == {
+        "source",
+        "download",
+        "prepare",
+        "extract",
+        "train_dense",
+        "train_finetune",
+        "evaluate",
+        "track",
+    }
 
     name = yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
     data = DatasetLayout.of(name, project)
