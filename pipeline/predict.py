@@ -15,11 +15,11 @@ from __future__ import annotations
 import http.client
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
+from pipeline.data.archive import DownloadError, fetch
 from pipeline.data.images import IMAGE_SUFFIXES
 from pipeline.files import read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
@@ -29,6 +29,7 @@ from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
 URL_TIMEOUT_S = 30
+URL_DEADLINE_S = 120  # one image, however slowly the server sends it
 
 
 def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
@@ -81,14 +82,10 @@ def from_model_uri(uri: str) -> Predictor:
 
 
 def _download(url: str, dest: Path) -> Prediction | tuple[str, Path]:
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
-            data = response.read(MAX_DOWNLOAD + 1)
-    except (OSError, ValueError, http.client.HTTPException) as err:  # HTTP status, DNS, refused, timeout, bad URL
+    try:  # archive.fetch: a deadline over the whole transfer, not only per read
+        fetch(url, dest, URL_DEADLINE_S, URL_TIMEOUT_S, max_bytes=MAX_DOWNLOAD)
+    except (OSError, ValueError, http.client.HTTPException, DownloadError) as err:  # status, DNS, refused, bad URL
         return Prediction(url, error=f"cannot download: {err}")
-    if len(data) > MAX_DOWNLOAD:
-        return Prediction(url, error=f"cannot download: larger than {MAX_DOWNLOAD >> 20} MB")
-    dest.write_bytes(data)
     return url, dest
 
 

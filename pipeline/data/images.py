@@ -1,4 +1,5 @@
-"""Check that an image decodes, and normalise the ones TensorFlow would read wrongly.
+"""Check that an image decodes (with Pillow, then with TensorFlow's decoder for files kept as they are), and
+normalise the ones TensorFlow would read wrongly.
 
 TensorFlow's decoders read baseline RGB/grey JPEG and 8-bit PNG faithfully. Everything else (CMYK,
 alpha, palette, 16-bit, EXIF-rotated, GIF/WebP/BMP/TIFF, huge) is converted once here to an RGB PNG so
@@ -48,6 +49,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _tf_checked(path: Path, width: int, height: int) -> Checked:
+    """A file kept as it is must also pass training's own decoder: libpng/libjpeg reject some files Pillow
+    tolerates (e.g. a PNG whose IDAT CRC is wrong), which would otherwise stop extract mid-run."""
+    from pipeline.model.inputs import decode_error  # TensorFlow: imported in the worker, never before the fork
+
+    reason = decode_error(path)
+    return Checked(f"TensorFlow cannot decode: {reason}") if reason else Checked(width=width, height=height)
+
+
 def check_image(path: Path, converted_path: Path) -> Checked:
     """Fully decode `path`; write an RGB PNG to `converted_path` when TensorFlow can't read it as is."""
     try:
@@ -70,7 +80,7 @@ def check_image(path: Path, converted_path: Path) -> Checked:
                     or getattr(im, "n_frames", 1) > 1
                 )
                 if not needs:
-                    return Checked(width=im.width, height=im.height)
+                    return _tf_checked(path, im.width, im.height)
                 if big:  # shrink in place before any copy, so memory stays near one decoded image
                     im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
                 out = _to_rgb(ImageOps.exif_transpose(im))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.model.backbone import preprocess
 from pipeline.model.devices import use_xla
-from pipeline.model.inputs import image_dataset
+from pipeline.model.inputs import first_undecodable, image_dataset
 
 FEATURE_DTYPE = np.float16
 MIRRORED = "test.mirror"  # features of the horizontally mirrored test images, for test-time augmentation
@@ -84,6 +84,11 @@ def stream_features(
                     f.write(feats.tobytes())
                 done += len(feats)
                 bar.update(len(feats))
+    except tf.errors.InvalidArgumentError as err:  # TensorFlow's message names no file: find it (batches keep order)
+        bad = first_undecodable(paths[done : done + batch_size])
+        if bad is None:
+            raise
+        raise RuntimeError(f"{desc}: TensorFlow cannot decode {bad[0]}: {bad[1]} (re-run prepare)") from err
     finally:
         for f in files:
             f.close()

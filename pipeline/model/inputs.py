@@ -4,16 +4,39 @@ optionally mirror, batch; and the same batching for in-memory arrays."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 
+def decode(data: tf.Tensor | bytes) -> tf.Tensor:
+    """The one decoder of every model input: file bytes -> uint8 RGB (height, width, 3)."""
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
 def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = decode(tf.io.read_file(path))
     image.set_shape([None, None, 3])
     return tf.image.resize(image, (size, size))  # float32 in [0, 255]
+
+
+def decode_error(path: str | Path) -> str | None:
+    """Why `decode` rejects the file (TensorFlow's message without its op prefix), or None when it reads it.
+    Prepare checks every file it keeps with this, so training never meets a file TensorFlow can't decode."""
+    try:
+        decode(Path(path).read_bytes())
+    except tf.errors.InvalidArgumentError as err:
+        return err.message.split("}}")[-1].replace("[Op:DecodeImage]", "").strip()
+    return None
+
+
+def first_undecodable(paths: list[str]) -> tuple[str, str] | None:
+    """(path, reason) of the first file `decode` rejects: names the file when a batch fails to decode."""
+    for path in paths:
+        if (reason := decode_error(path)) is not None:
+            return path, reason
+    return None
 
 
 def image_dataset(

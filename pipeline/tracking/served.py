@@ -3,6 +3,7 @@ and get class names back, with decoding, conversion, resizing and test-time mirr
 
     mlflow models serve -m models:/<name>-classifier-served/latest --env-manager local --host 127.0.0.1 --port 5001
     POST /invocations  {"dataframe_split": {"columns": ["image"], "data": [["<base64 of the file>"], ...]}}
+      (or {"dataframe_records": [{"image": ...}]}, {"inputs": {"image": [...]}}, {"instances": [...]}: same answer)
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
 
 A row that isn't a decodable image gets `error` set; the other rows are still answered. The class names,
@@ -38,13 +39,14 @@ EXTRA_REQUIREMENTS = ("pillow", "pandas", "pydantic", "PyYAML")  # what the pipe
 
 
 def _as_bytes(value: object) -> bytes | None:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):  # base64 text from a caller that bypassed the signature
+    """The image file's bytes. The scoring server base64-decodes `dataframe_split` / `dataframe_records` itself
+    but passes `inputs` / `instances` on as the base64 text's bytes; an image file is never valid base64 (its
+    first byte is not ASCII), so base64 is decoded whenever it parses."""
+    if isinstance(value, (bytes, bytearray, str)):
         try:
             return base64.b64decode(value, validate=True)
-        except binascii.Error:
-            return None
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII str
+            return None if isinstance(value, str) else bytes(value)
     return None
 
 
@@ -57,7 +59,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor(model, meta["classes"], meta["image_size"], meta["tta_flip"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        values = model_input[INPUT_COLUMN] if isinstance(model_input, pd.DataFrame) else model_input
+        # a DataFrame from the scoring server; a dict of columns or a bare list of files from Python callers
+        values = model_input[INPUT_COLUMN] if isinstance(model_input, (pd.DataFrame, dict)) else model_input
         with tempfile.TemporaryDirectory() as tmp:
             items: list[Prediction | tuple[str, Path]] = []
             for i, value in enumerate(values):

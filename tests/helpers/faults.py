@@ -52,6 +52,17 @@ def _png(path: Path, width: int, height: int, depth: int, colour_type: int, rows
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b""))
 
 
+def bad_crc_png(path: Path) -> None:
+    """An 8-bit RGB PNG whose IDAT CRC is wrong: Pillow ignores IDAT CRCs and loads it, libpng (TensorFlow)
+    rejects it with `Invalid PNG data`."""
+    rows = b"".join(b"\0" + bytes(range(i, i + 3 * 24)) for i in range(16))
+    _png(path, 24, 16, 8, 2, rows)
+    data = bytearray(path.read_bytes())
+    end = data.index(b"IEND") - 4  # the IDAT CRC is the 4 bytes before IEND's length field
+    data[end - 4 : end] = bytes(b ^ 0xFF for b in data[end - 4 : end])
+    path.write_bytes(bytes(data))
+
+
 def png16(path: Path, arr: np.ndarray) -> None:
     """A 16-bit PNG, grey or RGB from the array's shape; Pillow can't write 16-bit colour itself."""
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
@@ -107,6 +118,7 @@ def make_fault_dataset(raw: Path, per_class: int = 12) -> dict[str, str]:
     cats, good = root / "cats", root / "cats" / "cats.0.jpg"
     truncated_jpeg(cats / "truncated.jpg", good)
     corrupt_jpeg(cats / "corrupt_middle.jpg", good)
+    bad_crc_png(cats / "bad_crc.png")
     (cats / "empty.jpg").touch()
     (cats / "text.jpg").write_text("this is not a picture\n")
     (cats / "notes.txt").write_text("labels checked by hand\n")
@@ -145,6 +157,7 @@ def make_fault_dataset(raw: Path, per_class: int = 12) -> dict[str, str]:
             f"pets/cats/{k}": v
             for k, v in {
                 "truncated.jpg": "cannot decode",
+                "bad_crc.png": "TensorFlow cannot decode: Invalid PNG data",
                 "empty.jpg": "empty file",
                 "text.jpg": "not an image",
                 "notes.txt": "not an image file suffix",
