@@ -47,6 +47,7 @@ def test_two_dvc_repros_give_the_same_dvc_lock_and_outputs(tmp_path):
         assert proc.returncode == 0, log[-5000:]
     locks = [yaml.safe_load((p / "dvc.lock").read_text()) for p in projects]
     assert set(locks[0]["stages"]) == {
+        "source",
         "download",
         "prepare",
         "extract",
