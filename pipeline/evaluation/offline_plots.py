@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from html import escape
 from pathlib import Path
 
@@ -30,9 +31,10 @@ class PlotsError(RuntimeError):
     """`dvc plots show --json` failed."""
 
 
-def dvc_plots(project: Path) -> dict:
-    """`dvc plots show --json` (this interpreter's DVC) in `project`: {"data": {id: [plot, ...]}, "errors": [...]}."""
-    cmd = [sys.executable, "-m", "dvc", "plots", "show", "--json"]
+def dvc_plots(project: Path, scratch: Path) -> dict:
+    """`dvc plots show --json` (this interpreter's DVC) in `project`: {"data": {id: [plot, ...]}, "errors": [...]}.
+    DVC copies the image plots into `scratch` (by default it would write a dvc_plots/ folder into the project)."""
+    cmd = [sys.executable, "-m", "dvc", "plots", "show", "--json", "-o", str(scratch)]
     done = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
     shown = json.loads(done.stdout) if done.returncode == 0 else {}
     if not shown:  # outside a DVC project DVC answers {} and exits 0
@@ -81,9 +83,8 @@ def render(shown: dict, project: Path, out: Path) -> list[Path]:
 
 def write_offline_plots(project: Path, out: Path) -> Path:
     """Render `project`'s plots into `out` as a whole: a failed run leaves the previous folder as it was."""
-    shown = dvc_plots(project)
-    with atomic_path(out) as tmp:
-        render(shown, project, tmp)
+    with tempfile.TemporaryDirectory(prefix="dvc_plots-") as scratch, atomic_path(out) as tmp:
+        render(dvc_plots(project, Path(scratch)), project, tmp)
     return out / "index.html"
 
 

@@ -44,6 +44,7 @@ def test_plots_render_offline(project, capsys):
     assert 'src="training_curves-0.png"' in html and 'src="gallery.png-0.png"' in html
     assert "http" not in html.replace(str(project), "")  # nothing to fetch
     assert sorted(p.name for p in out.iterdir()) == ["gallery.png-0.png", "index.html", "training_curves-0.png"]
+    assert not (project / "dvc_plots").exists()  # DVC's default copy of the image plots went to a scratch folder
 
 
 def test_a_folder_that_is_no_dvc_project_is_refused_and_nothing_written(tmp_path):
