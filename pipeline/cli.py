@@ -43,8 +43,10 @@ def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
 @contextlib.contextmanager
 def execution_record(path: Path) -> Iterator[dict]:
     """Facts about this execution that the block adds (speed, devices, sources), written to `path` with its wall
-    time when the block succeeds. See layout.DatasetLayout.execution for why they live apart from the outputs."""
+    time and its wall-clock start and end (ms since the epoch: what MLflow runs span) when the block succeeds.
+    See layout.DatasetLayout.execution for why they live apart from the outputs."""
     facts: dict = {}
-    start = time.perf_counter()
+    started_ms, start = time.time_ns() // 1_000_000, time.perf_counter()
     yield facts
-    write_json(path, {**facts, "seconds": round(time.perf_counter() - start, 1)})
+    seconds = round(time.perf_counter() - start, 1)
+    write_json(path, {**facts, "seconds": seconds, "started_ms": started_ms, "ended_ms": time.time_ns() // 1_000_000})

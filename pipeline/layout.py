@@ -82,6 +82,12 @@ class DatasetLayout:
         return self.model_dir(head) / MODEL_FILE
 
     @property
+    def finetune_checkpoint(self) -> Path:
+        """train_finetune's per-epoch checkpoint (a killed run resumes from it; gone once the stage succeeds).
+        Outside the model folder: DVC deletes a stage's outputs before running it. Not an output, no dep."""
+        return self.root / "checkpoints" / "finetune"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -17,8 +18,9 @@ import tensorflow as tf
 from pipeline.config import FinetuneConfig
 from pipeline.files import log, scratch_dir
 from pipeline.model.backbone import BASE_NAME, split_at_trainable
+from pipeline.model.checkpoint import Checkpoint
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
-from pipeline.model.inputs import array_dataset, without_autotune
+from pipeline.model.inputs import array_dataset, load_image, without_autotune
 from pipeline.model.training import compile_for, fit_from_start, targets
 
 Split = tuple[list[str], np.ndarray]  # image paths, integer labels
@@ -56,17 +58,47 @@ def _cache_fits(n_images: int, bottom: keras.Model) -> bool:
     return need < free / 2
 
 
-def flip_dataset(x: np.ndarray, mirror: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """(x, y) batches, reshuffled each epoch, each element the plain or the mirrored view with even odds."""
-    xs, ms, ys = (tf.convert_to_tensor(a) for a in (x, mirror, y))
-    order = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    coins = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).map(lambda r: r % 2 == 1)
+def epoch_batches(
+    n: int, seed: int, epochs: range, batches: Callable[[tf.data.Dataset], tf.data.Dataset]
+) -> tf.data.Dataset:
+    """The training batches of `epochs` (0-based) in turn: each epoch, `batches` turns every (index, coin) of
+    range(n) into batches, in an order and with coin flips that are stateless functions of (seed, epoch). So a
+    run resumed at epoch k sees exactly the batches an uninterrupted run sees there, with no iterator to save."""
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e]))
+        coins = tf.random.stateless_uniform([n], seed=tf.stack([seed + 1, e])) < 0.5
+        return batches(tf.data.Dataset.from_tensor_slices((order, coins)))
+
+    ranged = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(epoch)
+    return without_autotune(ranged.prefetch(2))
+
+
+def flip_dataset(
+    x: np.ndarray, mirror: np.ndarray | None, y: np.ndarray, batch_size: int, seed: int, epochs: range
+) -> tf.data.Dataset:
+    """(x, y) batches of `epochs`, each element the plain or (given `mirror`) the mirrored view with even odds."""
+    xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    ms = xs if mirror is None else tf.convert_to_tensor(mirror)
 
     def gather(i: tf.Tensor, flip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         flip = tf.reshape(flip, [-1] + [1] * (len(x.shape) - 1))
         return tf.where(flip, tf.gather(ms, i), tf.gather(xs, i)), tf.gather(ys, i)
 
-    return without_autotune(tf.data.Dataset.zip(order, coins).batch(batch_size).map(gather).prefetch(2))
+    return epoch_batches(len(x), seed, epochs, lambda ds: ds.batch(batch_size).map(gather))
+
+
+def image_batches(
+    paths: list[str], y: np.ndarray, size: int, batch_size: int, seed: int, epochs: range
+) -> tf.data.Dataset:
+    """image_dataset's (images, labels) batches for training: decoded in parallel, in epoch_batches' order."""
+    files, ys = tf.constant(paths, tf.string), tf.convert_to_tensor(y)
+    cores = len(os.sched_getaffinity(0))
+
+    def load(i: tf.Tensor, _: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return load_image(tf.gather(files, i), size), tf.gather(ys, i)
+
+    return epoch_batches(len(paths), seed, epochs, lambda ds: ds.map(load, num_parallel_calls=cores).batch(batch_size))
 
 
 def fit_cached(
@@ -79,10 +111,11 @@ def fit_cached(
     cfg: FinetuneConfig,
     n_classes: int,
     out_dir: Path,
+    checkpoint: Checkpoint | None = None,
     **fit,
 ) -> tuple[keras.callbacks.History, dict] | None:
     """Train on the frozen layers' activations, computed once (fit_from_start's result); None when they would
-    not fit in memory."""
+    not fit in memory. The activations are recomputed on resume (the same, deterministically)."""
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
     flip = cfg.augment.flip
     if not _cache_fits(len(train[0]) * (2 if flip else 1) + len(val[0]), bottom):
@@ -97,8 +130,11 @@ def fit_cached(
         steps = math.ceil(len(train[0]) / cfg.batch_size)
         trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), cfg, n_classes, steps)
     y_train, y_val = (targets(y, n_classes, cfg.label_smoothing) for y in (train[1], val[1]))
-    if flip:
-        data = flip_dataset(x_train[0], x_train[1], y_train, cfg.batch_size, cfg.seed)
-    else:
-        data = array_dataset(x_train[0], y_train, cfg.batch_size, shuffle_seed=cfg.seed)
-    return fit_from_start(trainer, data, array_dataset(x_val, y_val, cfg.batch_size), cfg.patience, **fit)
+    mirror = x_train[1] if flip else None
+
+    def data(first: int) -> tf.data.Dataset:
+        return flip_dataset(x_train[0], mirror, y_train, cfg.batch_size, cfg.seed, range(first, cfg.epochs))
+
+    val_data = array_dataset(x_val, y_val, cfg.batch_size)
+    resumable = checkpoint.variant("cached activations") if checkpoint else None
+    return fit_from_start(trainer, data, val_data, cfg.patience, checkpoint=resumable, steps_per_epoch=steps, **fit)

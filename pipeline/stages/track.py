@@ -4,7 +4,9 @@ registered under `<data.name>-classifier`, and the `champion` alias on the best 
 Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
 An http(s) server is probed at /health first, so a server that is down fails the stage in seconds; one that dies
 mid-run fails it with the same message. Runs of this execution that a killed track left RUNNING are marked FAILED
-and their model versions deleted before it is logged again.
+and their model versions deleted before it is logged again. Runs are named after the dataset / head and the DVC
+experiment (else the commit) and span the stages' execution records; a head's child is the run its training stage
+logged epochs to live (with a server), adopted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.files import log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
-from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags
+from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, run_name
+from pipeline.tracking.records import child_run, execution_span, stage_span, terminate
 from pipeline.tracking.runs import (
     CHAMPION,
     fail_crashed_runs,
@@ -50,7 +53,6 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
         record["parent_run_id"],
         record["registered_model"],
         CHAMPION,
-        fail_crashed_runs,
         record[CHAMPION]["version"],
         record[CHAMPION]["head"],
     )
@@ -66,26 +68,33 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, experiment_id: 
     crashed = fail_crashed_runs(experiment_id, tags[EXECUTION_TAG])
     if crashed:
         log.warning("marked %d run(s) of an earlier, interrupted track of this execution FAILED", len(crashed))
-    with mlflow.start_run(run_name="pipeline", tags=tags) as parent:
+    # The parent spans the stages' execution records, each child its training stage: the pipeline's real times.
+    span = execution_span(data)
+    parent = mlflow.MlflowClient().create_run(
+        experiment_id, start_time=span[0], tags=tags, run_name=run_name(cfg.data.name, tags)
+    )
+    with mlflow.start_run(run_id=parent.info.run_id):
         mlflow.log_params(params)
         log_files([data.metrics, data.report, data.prepare_summary, data.download_info, lock])
         log_files([data.plots / "roc.png"], "plots")
         for head in HEADS:
+            record = data.execution(f"train_{head}")
+            child = child_run(record, experiment_id, parent.info.run_id, run_name(head, tags), tags)
             example = input_example(head, data.features, data.manifest, cfg.backbone.image_size)
-            info = log_head(
-                head,
-                cfg,
-                params,
-                tags,
-                data.model_dir(head),
-                metrics[head],
-                data.plots,
-                example,
-                data.manifest,
-                data.execution(f"train_{head}"),
-            )
+            model_dir, test = data.model_dir(head), metrics[head]
+            info = log_head(head, cfg, params, child, model_dir, test, data.plots, example, data.manifest, record)
+            terminate(child[0], stage_span(record))
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
         champion = register_champion(model_name(cfg), versions, metrics)
+        mlflow.log_metrics(
+            {
+                **{f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS},
+                "champion_test_accuracy": champion["test_accuracy"],
+                "champion_version": champion["version"],
+            }
+        )
+        mlflow.set_tags({"champion.head": str(champion["head"]), "champion.changed": str(champion["changed"])})
+    terminate(parent.info.run_id, span)
     return {
         "parent_run_id": parent.info.run_id,
         "child_run_ids": runs,

@@ -16,30 +16,43 @@ from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features
 from pipeline.model.heads import build_dense_head, ensemble
 from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
+from pipeline.tracking.lineage import run_name, workspace_tags
+from pipeline.tracking.live import RUN_ID_KEY, LiveRun, live_run
 
 Split = tuple[np.ndarray, np.ndarray]  # features, integer labels
 
 
-def fit_member(train: Split, val: Split, shape: tuple[int, ...], n: int, cfg: DenseConfig, member: int, weights):
-    """One head, seeded with seed + member; returns (model at its best epoch, history)."""
+def fit_member(
+    train: Split,
+    val: Split,
+    shape: tuple[int, ...],
+    n: int,
+    cfg: DenseConfig,
+    member: int,
+    weights,
+    live: LiveRun | None = None,
+):
+    """One head, seeded with seed + member; returns (model at its best epoch, history). `live` watches it
+    (the first member under the plain metric names, history.csv's)."""
     keras.utils.set_random_seed(cfg.seed + member)
     name = "dense_head" if cfg.ensemble == 1 else f"member_{member}"
     steps = math.ceil(len(train[0]) / cfg.batch_size)
     model = compile_for(build_dense_head(shape, n, cfg, name), cfg, n, steps)
+    watch = [live.callback(f"member_{member}/" if member else "")] if live else []
     history = model.fit(
         train[0],
         targets(train[1], n, cfg.label_smoothing),
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         validation_data=(val[0], targets(val[1], n, cfg.label_smoothing)),
-        callbacks=[best_epoch_callback(cfg.patience)],
+        callbacks=[best_epoch_callback(cfg.patience), *watch],
         class_weight=weights,
         verbose=2,
     )
     return model, history
 
 
-def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
+def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRun | None = None) -> dict:
     meta = read_json(feature_dir / FEATURE_META_FILE)
     classes, shape = meta["classes"], tuple(meta["feature_shape"])
     n = len(classes)
@@ -53,7 +66,7 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig) -> dict:
         len(val[0]),
         weights,
     )
-    fitted = [fit_member(train, val, shape, n, cfg, k, weights) for k in range(cfg.ensemble)]
+    fitted = [fit_member(train, val, shape, n, cfg, k, weights, live) for k in range(cfg.ensemble)]
     model, extra = fitted[0][0], {}
     if cfg.ensemble > 1:  # the saved model averages them; its validation scores are the ensemble's
         model = compile_for(ensemble([m for m, _ in fitted]), cfg, n, 1)
@@ -76,9 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--execution", type=Path, required=True, help="JSON: training time")
     args = ap.parse_args(argv)
     setup_logging()
+    cfg = load_config(args.params)
     with execution_record(args.execution) as facts:
-        summary = train_dense(args.features, args.out, load_config(args.params).dense)
+        # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
+        live = live_run(cfg.data.name, run_name("dense", workspace_tags(Path.cwd())), "train_dense")
+        summary = train_dense(args.features, args.out, cfg.dense, live)
         facts["epochs_run"] = sum(summary.get("member_epochs_run", [summary["epochs_run"]]))  # all members' epochs
+        if live and live.finish():
+            facts[RUN_ID_KEY] = live.run_id
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 The saved model takes raw RGB pixels in [0, 255]. With no augmentation but flips, the frozen layers run once
 (model/finetune.py). With several GPUs visible, the model trains on all of them (finetune.multi_gpu), each batch
-split across them.
+split across them. With --checkpoint, training state is saved there after every epoch (model/checkpoint.py): a
+run killed mid-way (a preempted worker) resumes after its last finished epoch and ends as an uninterrupted run
+would; the checkpoint is removed once the model is saved.
 """
 
 from __future__ import annotations
@@ -16,17 +18,28 @@ import numpy as np
 from pipeline.cli import execution_record, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, FinetuneConfig, load_config
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.files import log
+from pipeline.files import log, sha256_file
+from pipeline.model.checkpoint import Checkpoint, fingerprint
 from pipeline.model.devices import distribution
-from pipeline.model.finetune import Split, cacheable, fit_cached
+from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
 from pipeline.model.training import class_weights, compile_for, fit_from_start, save_training, targets
+from pipeline.tracking.lineage import run_name, workspace_tags
+from pipeline.tracking.live import RUN_ID_KEY, LiveRun, live_run
 
 
 def train_finetune(
-    manifest: Path, dense_model: Path, out_dir: Path, backbone: BackboneConfig, cfg: FinetuneConfig
+    manifest: Path,
+    dense_model: Path,
+    out_dir: Path,
+    backbone: BackboneConfig,
+    cfg: FinetuneConfig,
+    checkpoint_dir: Path | None = None,
+    live: LiveRun | None = None,
 ) -> dict:
+    """Fine-tune and save; with `checkpoint_dir`, checkpointed after every epoch and resumed from there, the
+    checkpoint removed once the model is saved. `live` gets each epoch's metrics (MLflow, when a server is set)."""
     rows = read_manifest(manifest)
     classes = classes_of(rows)
     n = len(classes)
@@ -50,25 +63,42 @@ def train_finetune(
         weights,
         strategy.num_replicas_in_sync,
     )
-    fit = dict(epochs=cfg.epochs, class_weight=weights, verbose=2)
+    checkpoint = (
+        Checkpoint(checkpoint_dir, _fingerprint(manifest, dense_model, backbone, cfg)) if checkpoint_dir else None
+    )
+    fit = dict(epochs=cfg.epochs, class_weight=weights, verbose=2, callbacks=[live.callback()] if live else [])
     result = (
-        fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, **fit)
+        fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, checkpoint, **fit)
         if cacheable(cfg)
         else None
     )
     if result is None:
         size, batch = backbone.image_size, cfg.batch_size
         y_train, y_val = (targets(y, n, cfg.label_smoothing) for y in (train[1], val[1]))
-        result = fit_from_start(  # the training dataset reshuffles itself each epoch
+        result = fit_from_start(
             model,
-            image_dataset(train[0], y_train, size, batch, shuffle_seed=cfg.seed),
+            lambda first: image_batches(train[0], y_train, size, batch, cfg.seed, range(first, cfg.epochs)),
             image_dataset(val[0], y_val, size, batch),
             cfg.patience,
+            checkpoint=checkpoint.variant("images") if checkpoint else None,
+            steps_per_epoch=steps,
             **fit,
         )
     history, start_won = result
     summary = save_training(model, history, out_dir, classes, weights, start_won)
+    if checkpoint:
+        checkpoint.remove()
     return summary
+
+
+def _fingerprint(manifest: Path, dense_model: Path, backbone: BackboneConfig, cfg: FinetuneConfig) -> str:
+    """What determines fine-tuning: a checkpoint of anything else is not resumed."""
+    return fingerprint(
+        backbone=backbone.model_dump(),
+        finetune=cfg.model_dump(),
+        manifest=sha256_file(manifest),
+        dense_model=sha256_file(dense_model),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,12 +107,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dense-model", type=Path, required=True, help="model.keras from train_dense")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--execution", type=Path, required=True, help="JSON: training time, epochs run")
+    ap.add_argument(
+        "--checkpoint", type=Path, help="folder for the per-epoch checkpoint (outside --out: DVC deletes outs)"
+    )
     args = ap.parse_args(argv)
+    if args.checkpoint and args.out.resolve() in (args.checkpoint.resolve(), *args.checkpoint.resolve().parents):
+        ap.error("--checkpoint must be outside --out (DVC deletes a stage's outputs before running it)")
     setup_logging()
     cfg = load_config(args.params)
     with execution_record(args.execution) as facts:
-        summary = train_finetune(args.manifest, args.dense_model, args.out, cfg.backbone, cfg.finetune)
+        # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
+        live = live_run(cfg.data.name, run_name("finetune", workspace_tags(Path.cwd())), "train_finetune")
+        summary = train_finetune(
+            args.manifest, args.dense_model, args.out, cfg.backbone, cfg.finetune, args.checkpoint, live
+        )
         facts["epochs_run"] = summary["epochs_run"]
+        if live and live.finish():
+            facts[RUN_ID_KEY] = live.run_id
 
 
 if __name__ == "__main__":

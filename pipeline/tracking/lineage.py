@@ -18,6 +18,10 @@ PREFECT_ENV = ("PREFECT__FLOW_RUN_ID", "PIPELINE_PREFECT_FLOW_RUN_ID")  # set by
 _TAG_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed key characters; foreach stages are named `x@y`
 PINNED_MODULES = ("keras", "tensorflow", "numpy", "h5py")  # what loading a saved .keras model needs
 EXECUTION_TAG = "pipeline.execution"
+COMMIT_TAG = "mlflow.source.git.commit"
+EXP_NAME_TAG = "dvc.exp.name"
+# What `dvc exp run` sets for every stage command (dvc/repo/experiments/queue/base.py), under the tag it becomes.
+DVC_EXP_ENV = {EXP_NAME_TAG: "DVC_EXP_NAME", "dvc.exp.baseline_rev": "DVC_EXP_BASELINE_REV"}
 
 
 def _git(cwd: Path, *args: str) -> str | None:
@@ -45,22 +49,48 @@ def lock_tags(lock: Path) -> dict[str, str]:
     }
 
 
-def execution_tags(lock: Path) -> dict[str, str]:
-    """Git commit of the project holding `lock`, its DVC stage hashes and the Prefect flow run, when known."""
-    tags = lock_tags(lock)
-    commit = _git(lock.resolve().parent, "rev-parse", "HEAD")
+def project_root(lock: Path) -> Path:
+    """The project: DVC_ROOT (for `dvc exp run --temp / --queue` the real project, not the throwaway copy the
+    stage runs in), else the folder holding `lock`."""
+    return Path(os.environ.get("DVC_ROOT") or lock.resolve().parent)
+
+
+def workspace_tags(root: Path) -> dict[str, str]:
+    """What a stage running in `root` knows of its execution without dvc.lock: the git commit and, under
+    `dvc exp run`, the DVC experiment."""
+    tags = {tag: os.environ[var] for tag, var in DVC_EXP_ENV.items() if os.environ.get(var)}
+    commit = _git(root, "rev-parse", "HEAD")
     if commit:
-        tags["mlflow.source.git.commit"] = commit  # the tag MLflow's UI shows as the run's source version
+        tags[COMMIT_TAG] = commit  # the tag MLflow's UI shows as the run's source version
+    return tags
+
+
+def execution_tags(lock: Path) -> dict[str, str]:
+    """Git commit of the project holding `lock`, its DVC stage hashes, the DVC experiment and the Prefect flow
+    run when known, and a source that outlives the run (the git remote, else the project folder)."""
+    tags = {**lock_tags(lock), **workspace_tags(lock.resolve().parent)}
+    # MLflow's default, the script path, is a temp folder under `dvc exp run --temp` and a venv path otherwise.
+    root = project_root(lock)
+    tags["mlflow.source.name"] = _git(root, "remote", "get-url", "origin") or str(root)
+    tags["mlflow.source.type"] = "PROJECT"
     flow_run = next((os.environ[k] for k in PREFECT_ENV if os.environ.get(k)), None)
     if flow_run:
         tags["prefect.flow_run_id"] = flow_run
     return tags
 
 
+def run_name(what: str, tags: dict[str, str]) -> str:
+    """`what` (the dataset, or a head) and what tells this execution apart: the DVC experiment, else the short
+    commit (nothing outside git)."""
+    label = tags.get(EXP_NAME_TAG) or tags.get(COMMIT_TAG, "")[:7]
+    return f"{what} {label}" if label else what
+
+
 def execution_id(tags: dict[str, str], params: dict[str, object]) -> str:
     """sha256 of what the execution saw: params (with the data hashes), git commit and DVC stage hashes. The
-    Prefect flow run is left out, so a rerun after a crash, from any flow run, finds the runs the crash left."""
-    seen = {k: v for k, v in tags.items() if k != "prefect.flow_run_id"}
+    Prefect flow run, DVC experiment name and source are left out, so a rerun after a crash, from any flow run or
+    `dvc exp run`, finds the runs the crash left."""
+    seen = {k: v for k, v in tags.items() if k == COMMIT_TAG or k.startswith("dvc.stage.")}
     return hashlib.sha256(json.dumps([seen, params], sort_keys=True, default=str).encode()).hexdigest()
 
 

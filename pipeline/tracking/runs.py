@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
 from pipeline.config import Config
@@ -18,6 +20,7 @@ from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import load_image
 from pipeline.tracking.lineage import EXECUTION_TAG, pip_requirements
+from pipeline.tracking.records import timing_metrics
 from pipeline.tracking.served import log_pyfunc_model
 
 CHAMPION = "champion"
@@ -29,8 +32,9 @@ def model_name(cfg: Config) -> str:
 
 
 def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, object]:
-    """params.yaml under its dotted names, plus what identifies the data: archive and manifest sha256."""
-    params = cfg.flat()
+    """params.yaml under its dotted names (unset ones left out, not logged as 'None'), plus what identifies the
+    data: archive and manifest sha256."""
+    params = {key: value for key, value in cfg.flat().items() if value is not None}
     archive_sha = read_json(download_info).get("sha256")  # absent when data.url is a folder
     if archive_sha:
         params["data.archive_sha256"] = archive_sha
@@ -41,6 +45,22 @@ def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, ob
 def history_metrics(history_csv: Path) -> list[tuple[int, dict[str, float]]]:
     with open(history_csv, newline="") as f:
         return [(int(row.pop("epoch")), {k: float(v) for k, v in row.items()}) for row in csv.DictReader(f)]
+
+
+def log_history(run_id: str, history: list[tuple[int, dict[str, float]]], adopted: bool) -> None:
+    """history.csv's points at step = epoch, in one batch; an adopted live run keeps the points it already has."""
+    client = mlflow.MlflowClient()
+    keys = {key for _, values in history for key in values}
+    have = {(key, m.step) for key in keys for m in client.get_metric_history(run_id, key)} if adopted else set()
+    stamp = int(time.time() * 1000)
+    points = [
+        Metric(key, value, stamp, epoch)
+        for epoch, values in history
+        for key, value in values.items()
+        if (key, epoch) not in have
+    ]
+    for first in range(0, len(points), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=points[first : first + 1000])
 
 
 def input_example(head: str, features: Path, manifest: Path, image_size: int) -> np.ndarray:
@@ -69,20 +89,11 @@ def log_files(files: list[Path], artifact_path: str | None = None) -> None:
             mlflow.log_artifact(str(f), artifact_path)
 
 
-def timing_metrics(execution: Path) -> dict[str, float]:
-    """train_seconds and seconds_per_epoch from a training stage's execution record, when it has one (a stage
-    restored from DVC's cache did not run here)."""
-    if not execution.exists():
-        return {}
-    facts = read_json(execution)
-    return {"train_seconds": facts["seconds"], "seconds_per_epoch": round(facts["seconds"] / facts["epochs_run"], 1)}
-
-
 def log_head(
     head: str,
     cfg: Config,
     params: dict,
-    tags: dict,
+    run: tuple[str, bool],
     model_dir: Path,
     test: dict,
     plots: Path,
@@ -90,16 +101,18 @@ def log_head(
     manifest: Path,
     execution: Path,
 ) -> mlflow.models.model.ModelInfo:
-    """Child run of the active parent: params, per-epoch history, test metrics, plots, registered model."""
-    with mlflow.start_run(run_name=head, nested=True, tags=tags):
+    """Child run `run` (its id, and whether it is the training stage's adopted live run) of the active parent:
+    params, per-epoch history, test metrics, plots, registered model."""
+    with mlflow.start_run(run_id=run[0], nested=True):
         mlflow.log_params({**params, "head": head})
-        for epoch, values in history_metrics(model_dir / HISTORY_FILE):
-            mlflow.log_metrics(values, step=epoch)
+        log_history(run[0], history_metrics(model_dir / HISTORY_FILE), run[1])
         summary = read_json(model_dir / SUMMARY_FILE)
-        # Step-0 metrics logged before the model are linked to it too (its page in the Models tab).
+        # Step-0 metrics logged before the model are linked to it too (its page in the Models tab). The model
+        # keeps its best epoch's weights: best_val_* are its validation scores, the history's last point is not.
         mlflow.log_metrics(
             {
                 **{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
+                **{f"best_{k}": float(summary[k]) for k in ("val_loss", "val_accuracy")},
                 **timing_metrics(execution),
                 **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test},
             }
@@ -171,11 +184,14 @@ def register_champion(name: str, versions: dict[str, int], metrics: dict) -> dic
 
 def fail_crashed_runs(experiment_id: str, execution: str) -> list[str]:
     """Runs of this execution still RUNNING were left by a track stage that was killed or lost its server (a
-    live one holds DVC's lock): mark them FAILED and delete the model versions they registered, so the rerun's
-    versions are the only ones. Returns their ids."""
+    live one holds DVC's lock): mark them, and the children of such a parent that had finished, FAILED and
+    delete the model versions they registered, so the rerun's versions are the only ones. Returns their ids."""
     client = mlflow.MlflowClient()
     query = f"tags.`{EXECUTION_TAG}` = '{execution}' and attributes.status = 'RUNNING'"
     crashed = [run.info.run_id for run in client.search_runs([experiment_id], query)]
+    for parent in list(crashed):
+        children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+        crashed += [child.info.run_id for child in children if child.info.run_id not in crashed]
     for run_id in crashed:
         for version in client.search_model_versions(f"run_id = '{run_id}'"):
             client.delete_model_version(version.name, version.version)

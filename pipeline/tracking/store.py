@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pipeline.files import log
 from pipeline.layout import PROJECT
 
 PROBE_TIMEOUT_S = 5
@@ -61,8 +64,28 @@ def open_experiment(name: str):
     import mlflow  # here, not at the top: predict imports this module for check_reachable alone
 
     uri = tracking_uri()
+    own_store = uri != os.environ.get("MLFLOW_TRACKING_URI")  # the project's default, not a chosen one
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=artifact_location(uri))
+    mlflow.set_tracking_uri(uri)  # (this sets MLFLOW_TRACKING_URI too)
+    experiment, location = mlflow.get_experiment_by_name(name), artifact_location(uri)
+    if experiment is None:
+        mlflow.create_experiment(name, artifact_location=location)
+    elif location and own_store and not _inside(experiment.artifact_location, location):
+        _repoint(uri, experiment.experiment_id, experiment.artifact_location, location)
     return uri, mlflow.set_experiment(name)
+
+
+def _inside(location: str, root: str) -> bool:
+    return location == root or location.startswith(root.rstrip("/") + "/")
+
+
+def _repoint(uri: str, experiment_id: str, was: str, location: str) -> None:
+    """In the project's own store (a chosen MLFLOW_TRACKING_URI is left as it is), a copied project's mlflow.db
+    keeps the original's absolute artifact location: point the experiment at this project's mlruns/, so new runs
+    never write into the other project. MLflow has no call that changes an experiment's artifact location, hence
+    the SQL on the project's own sqlite file. Earlier runs keep theirs."""
+    with contextlib.closing(sqlite3.connect(uri[len("sqlite:///") :])) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, experiment_id))
+    log.warning(
+        "experiment %s kept its artifacts in %s (a copied project?): new runs go to %s", experiment_id, was, location
+    )

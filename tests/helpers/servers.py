@@ -36,8 +36,11 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
     raise RuntimeError(f"{url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` (sqlite store, proxied artifacts, both under `root`), healthy; (process, URL).
+def start_mlflow_server(
+    root: Path, backend_uri: str | None = None, artifacts: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` with proxied artifacts, healthy; (process, URL). The store is `backend_uri` (e.g. PostgreSQL),
+    else sqlite under `root`; artifacts go to `artifacts`, else root/artifacts; its log is root/server.log.
 
     One worker and no job runner: 2 processes and ~7 s to start instead of 13 and ~18 s."""
     port = free_port()
@@ -47,9 +50,9 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
-        str(root / "artifacts"),
+        str(artifacts or root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",

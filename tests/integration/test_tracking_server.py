@@ -23,10 +23,13 @@ pytestmark = [pytest.mark.servers, pytest.mark.usefixtures("forget_tracking_uri"
 
 @pytest.fixture(scope="module")
 def first(tiny_project, mlflow_server):
-    """One track against the server, run by a (pretend) Prefect flow run."""
+    """One track against the server, run by a (pretend) Prefect flow run inside a (pretend) `dvc exp run`."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         mp.setenv("PREFECT__FLOW_RUN_ID", "flow-run-1")
+        mp.setenv("DVC_EXP_NAME", "dusty-mast")
+        mp.setenv("DVC_EXP_BASELINE_REV", tiny_project.commit)
+        mp.delenv("DVC_ROOT", raising=False)
         return track(tiny_project.cfg, tiny_project.data, tiny_project.lock, tiny_project.data.mlflow_record)
 
 
@@ -41,13 +44,17 @@ def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, f
     assert client.get_experiment_by_name(tiny_project.cfg.data.name).experiment_id == first["experiment_id"]
     parent = client.get_run(first["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    expected = {k: str(v) for k, v in tiny_project.cfg.flat().items()}
+    expected = {k: str(v) for k, v in tiny_project.cfg.flat().items() if v is not None}  # unset: not 'None'
+    assert len(expected) < len(tiny_project.cfg.flat())  # data.sha256 and data.size are unset here
     expected["data.archive_sha256"] = sha256_file(tiny_project.archive)
     expected["data.manifest_sha256"] = sha256_file(d.manifest)
     assert parent.data.params == expected
     tags = parent.data.tags
     assert tags["mlflow.source.git.commit"] == tiny_project.commit and tags["prefect.flow_run_id"] == "flow-run-1"
-    assert {k: tags[k] for k in tags if k.startswith("dvc.")} == lock_tags(tiny_project.lock)
+    assert tags["dvc.exp.name"] == "dusty-mast" and tags["dvc.exp.baseline_rev"] == tiny_project.commit
+    assert tags["mlflow.source.name"] == str(tiny_project.root.resolve())  # no git remote: the project folder
+    assert parent.info.run_name == f"{tiny_project.cfg.data.name} dusty-mast"
+    assert {k: tags[k] for k in tags if k.startswith("dvc.stage.")} == lock_tags(tiny_project.lock)
     assert set(lock_tags(tiny_project.lock)) == {"dvc.stage.prepare.md5", "dvc.stage.train_dense.md5"}
     assert _artifacts(client, parent.info.run_id) == {
         "metrics.json",
@@ -60,15 +67,34 @@ def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, f
     assert _artifacts(client, parent.info.run_id, "plots") == {"plots/roc.png"}
 
 
+def test_the_parent_spans_the_execution_and_holds_the_heads_scores(tiny_project, mlflow_server, first):
+    """Its times are the stages' (from the first execution record's start to the last one's end), not the track
+    stage's; its metrics compare the heads and name the champion."""
+    records = [read_json(p) for p in sorted(tiny_project.data.execution("x").parent.glob("*.json"))]
+    assert len(records) == 4  # download, extract, train_dense, train_finetune
+    parent = MlflowClient(mlflow_server).get_run(first["parent_run_id"])
+    assert parent.info.start_time == min(r["started_ms"] for r in records)
+    assert parent.info.end_time == max(r["ended_ms"] for r in records)
+    test_metrics, champion = read_json(tiny_project.data.metrics), first["champion"]
+    assert parent.data.metrics == {
+        "dense_test_accuracy": pytest.approx(test_metrics["dense"]["accuracy"]),
+        "finetune_test_accuracy": pytest.approx(test_metrics["finetune"]["accuracy"]),
+        "champion_test_accuracy": pytest.approx(champion["test_accuracy"]),
+        "champion_version": champion["version"],
+    }
+    assert parent.data.tags["champion.head"] == champion["head"]
+
+
 def test_a_child_run_per_head_with_history_test_metrics_and_plots(tiny_project, mlflow_server, first):
     d = tiny_project.data
     client = MlflowClient(mlflow_server)
     children = client.search_runs([first["experiment_id"]], f"tags.mlflow.parentRunId = '{first['parent_run_id']}'")
-    assert {r.info.run_name: r.info.run_id for r in children} == first["child_run_ids"]
+    assert {r.data.params["head"]: r.info.run_id for r in children} == first["child_run_ids"]
     test_metrics = read_json(d.metrics)
     parent_params = client.get_run(first["parent_run_id"]).data.params
     for run in children:
-        head = run.info.run_name
+        head = run.data.params["head"]
+        assert run.info.run_name == f"{head} dusty-mast" and run.data.tags["dvc.exp.name"] == "dusty-mast"
         assert run.data.params == {**parent_params, "head": head}
         assert run.data.tags["prefect.flow_run_id"] == "flow-run-1"
         history = np.genfromtxt(d.model_dir(head) / "history.csv", delimiter=",", names=True)
@@ -83,6 +109,9 @@ def test_a_child_run_per_head_with_history_test_metrics_and_plots(tiny_project, 
         summary = read_json(d.model_dir(head) / "summary.json")
         execution = read_json(d.execution(f"train_{head}"))  # timings: the stage's execution record
         assert m["best_epoch"] == summary["best_epoch"] and m["train_seconds"] == execution["seconds"]
+        # The kept model's validation scores (its best epoch's), which the history's last point need not be.
+        assert (m["best_val_loss"], m["best_val_accuracy"]) == (summary["val_loss"], summary["val_accuracy"])
+        assert (run.info.start_time, run.info.end_time) == (execution["started_ms"], execution["ended_ms"])
         assert m["seconds_per_epoch"] == round(execution["seconds"] / execution["epochs_run"], 1)
         assert {"summary.json", "history.csv", "plots"} <= _artifacts(client, run.info.run_id)
         assert _artifacts(client, run.info.run_id, "plots") == {

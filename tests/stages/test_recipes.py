@@ -11,7 +11,6 @@ import pytest
 
 from pipeline.layout import DatasetLayout
 from pipeline.lr_find import main as lr_find_main
-from pipeline.model.finetune import flip_dataset
 from pipeline.model.heads import head_logits
 from pipeline.model.inference import load_for_inference
 from pipeline.predict import from_model_dir, predict
@@ -76,18 +75,6 @@ def test_pooled_recipe_is_evaluated_and_predicted(pooled):
         predictor = from_model_dir(data.model_dir(head), tiny_config(params))
         out = predict([str(p) for p in images], predictor)
         assert [p.error for p in out] == [None, None] and all(p.label in predictor.classes for p in out)
-
-
-def test_flip_dataset_serves_each_image_once_per_epoch_in_either_view():
-    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
-    batches = flip_dataset(x, -x, np.arange(10), batch_size=4, seed=3)
-    views = []
-    for _ in range(2):  # two epochs: reshuffled, re-drawn
-        seen = [(float(v), int(y)) for xb, yb in batches for v, y in zip(xb.numpy().ravel(), yb.numpy())]
-        assert sorted(y for _, y in seen) == list(range(10))  # every image once
-        assert all(abs(v) == y for v, y in seen)  # its own activations, plain (+) or mirrored (-)
-        views.append([v < 0 for v, _ in sorted(seen, key=lambda s: s[1])])
-    assert any(any(v) and not all(v) for v in views) and views[0] != views[1]
 
 
 def test_finetune_keeps_the_start_when_every_epoch_is_worse(tmp_path):

@@ -1,0 +1,89 @@
+"""What the track stage takes from the stages' execution records: when they ran (the runs' start and end
+times), how long training took, and the live run a training stage logged its epochs to."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import RunTag
+
+from pipeline.files import log, read_json
+from pipeline.layout import DatasetLayout
+from pipeline.tracking.live import ADOPTED, ORPHANED, RUN_ID_KEY, STATE_TAG, TRAINED, TRAINING
+
+Span = tuple[int | None, int | None]  # started_ms, ended_ms; None: unknown (MLflow then uses the logging time)
+
+
+def _facts(record: Path) -> dict:
+    return read_json(record) if record.exists() else {}  # none: the stage came from DVC's cache, or never ran here
+
+
+def stage_span(record: Path) -> Span:
+    facts = _facts(record)
+    return facts.get("started_ms"), facts.get("ended_ms")  # records from before they kept times have none
+
+
+def execution_span(data: DatasetLayout) -> Span:
+    """From the earliest start to the latest end among the stages' records: what the pipeline run took."""
+    pattern = data.execution("*")
+    spans = [stage_span(record) for record in sorted(pattern.parent.glob(pattern.name))]
+    starts, ends = [s for s, _ in spans if s is not None], [e for _, e in spans if e is not None]
+    return min(starts, default=None), max(ends, default=None)
+
+
+def timing_metrics(record: Path) -> dict[str, float]:
+    """train_seconds and seconds_per_epoch (over every ensemble member's epochs) from a training stage's record,
+    only where they are finite numbers."""
+    facts = _facts(record)
+    seconds, epochs = facts.get("seconds"), facts.get("epochs_run")
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return {}
+    metrics = {"train_seconds": float(seconds)}
+    if isinstance(epochs, int) and epochs > 0:
+        metrics["seconds_per_epoch"] = round(seconds / epochs, 1)
+    return metrics
+
+
+def adoptable_live_run(record: Path, experiment_id: str) -> mlflow.entities.Run | None:
+    """The live run the training stage logged to, if this track can make it the head's child: in this store and
+    experiment, and not yet adopted (a track that reran without retraining logs a new child instead). A live run
+    that can't be adopted for another reason is tagged orphaned, so it is never mistaken for a child."""
+    run_id = _facts(record).get(RUN_ID_KEY)
+    if not run_id:
+        return None
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:  # logged to another store (a server, when this track logs locally)
+        log.warning("live run %s of %s is not in this tracking store: logging a new child run", run_id, record.name)
+        return None
+    if run.data.tags.get(STATE_TAG) not in (TRAINING, TRAINED):
+        return None  # adopted by an earlier track (this one reran without retraining), or orphaned
+    if run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active":
+        return run
+    client.set_tag(run_id, STATE_TAG, ORPHANED)  # another experiment (data.name changed), or deleted
+    return None
+
+
+def child_run(record: Path, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]) -> tuple[str, bool]:
+    """The head's child run of `parent_id`: the training stage's live run, adopted (its name, the execution's
+    tags, the parent link), else a new run starting when the stage started. Returns (run id, adopted)."""
+    client = mlflow.MlflowClient()
+    tags = {**tags, "mlflow.parentRunId": parent_id}
+    live = adoptable_live_run(record, experiment_id)
+    if live is None:
+        run = client.create_run(experiment_id, start_time=stage_span(record)[0], tags=tags, run_name=name)
+        return run.info.run_id, False
+    run_id = live.info.run_id
+    client.set_tag(run_id, STATE_TAG, ADOPTED)  # first: a rerun after a crash here logs a fresh child instead
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.update_run(run_id, name=name)
+    return run_id, True
+
+
+def terminate(run_id: str, span: Span) -> None:
+    """End a finished run at the recorded end time (its logging ended just now)."""
+    if span[0] is not None and span[1] is not None:
+        mlflow.MlflowClient().set_terminated(run_id, "FINISHED", end_time=span[1])
