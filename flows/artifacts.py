@@ -7,7 +7,12 @@ from pathlib import Path
 
 from pipeline.layout import METRIC_NAMES, SUMMARY_METRICS
 
-OUTCOME_TEXT = {"ran": "ran", "skipped": "skipped (unchanged)", "restored": "restored from DVC's run-cache"}
+OUTCOME_TEXT = {
+    "ran": "ran",
+    "skipped": "skipped (unchanged)",
+    "restored": "restored from DVC's run-cache",
+    "pulled": "pulled from the DVC remote",
+}
 
 
 def read_json_at(root: Path, path: Path | str, rev: str | None = None) -> dict | None:
@@ -46,9 +51,15 @@ def mlflow_links(record: dict) -> list[tuple[str, str]]:
     return [(label, link(run_id)) for label, run_id in runs.items()]
 
 
+def stage_table(stages: dict[str, dict]) -> str:
+    """stage -> {"outcome", "seconds"} as a table; seconds blank where unknown (inside a DVC experiment)."""
+    rows = [[s, OUTCOME_TEXT.get(r["outcome"], r["outcome"]), r.get("seconds")] for s, r in stages.items()]
+    return _table(["stage", "outcome", "seconds"], rows)
+
+
 def pipeline_markdown(
     name: str,
-    outcomes: dict[str, str],
+    stages: dict[str, dict],
     metrics: dict | None,
     mlflow: dict | None,
     experiment: str | None,
@@ -62,7 +73,7 @@ def pipeline_markdown(
             f"Overrides: {settings}. Compare with `dvc exp show`, bring into the workspace with "
             f"`dvc exp apply {experiment}`."
         )
-    parts.append(_table(["stage", "outcome"], [[s, OUTCOME_TEXT.get(o, o)] for s, o in outcomes.items()]))
+    parts.append(stage_table(stages))
     if metrics:
         parts.append("### Test metrics")
         parts.append(
@@ -98,5 +109,34 @@ def sweep_markdown(name: str, rows: list[dict]) -> str:
             _table([*keys, *SUMMARY_METRICS, "experiment", "extract"], table),
             f"Best by validation loss: `{rows[best]['experiment']}`. Compare all with `dvc exp show`; "
             f"bring one into the workspace with `dvc exp apply <experiment>`.",
+        ]
+    )
+
+
+def fanout_markdown(name: str, rows: list[dict], parent: dict) -> str:
+    """The fanned-out sweep's trials ranked by val_loss (rows come sorted), from their MLflow child runs."""
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    uri, experiment = parent["tracking_uri"].rstrip("/"), parent["experiment_id"]
+    link = mlflow_links(
+        {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent["run_id"], "child_run_ids": {}}
+    )
+    table = [
+        [
+            rank,
+            f"`{row['setting']}`",
+            *(row["overrides"].get(k) for k in keys),
+            *(row.get("metrics", {}).get(c) for c in SUMMARY_METRICS),
+            OUTCOME_TEXT.get(row.get("tags", {}).get("stage.extract"), row.get("tags", {}).get("stage.extract")),
+            row.get("metrics", {}).get("seconds.train_dense"),
+            row.get("tags", {}).get("checkout", "no MLflow run (trial failed)"),
+        ]
+        for rank, row in enumerate(rows, 1)
+    ]
+    header = ["rank", "trial", *keys, *SUMMARY_METRICS, "extract", "train_dense s", "checkout"]
+    return "\n\n".join(
+        [
+            f"## Dense-head sweep `{name}` fanned out: {len(rows)} trials, each in its own checkout",
+            _table(header, table),
+            f"Ranked by validation loss. MLflow parent run: {link[0][1]} (each trial a child run).",
         ]
     )

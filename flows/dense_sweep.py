@@ -14,9 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import read_json_at, sweep_markdown
 from flows.dvc_commands import project_root
-from flows.overrides import effective_config, expand_grid, parse_assignment, parse_value
+from flows.overrides import head_settings, parse_assignment, parse_value
 from flows.tasks import experiment_name, run_experiment, slug
-from pipeline.config import ConfigError
 from pipeline.layout import SUMMARY_FILE, DatasetLayout
 
 HEAD_STAGE = "train_dense"
@@ -29,14 +28,7 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     metrics (the test split stays for the final evaluation). lock_timeout_s: as in the pipeline flow."""
     log = get_run_logger()
     root = project_root()
-    settings = expand_grid(grid)
-    others = sorted({key for s in settings for key in s if not key.startswith("dense.")})
-    if others:
-        raise ConfigError(
-            f"a head-only sweep varies dense.* values only, not {others}: other keys either change "
-            f"the cached features or do not affect the dense head; use the pipeline flow's overrides"
-        )
-    name = {effective_config(root, s).data.name for s in settings}.pop()  # every setting checked up front
+    name, settings = head_settings(root, grid)
     prefix = experiment_name("sweep")
     log.info(
         "project %s, dataset %s: %d settings as experiments %s-1..%d", root, name, len(settings), prefix, len(settings)
@@ -44,11 +36,10 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     rows = []
     for i, overrides in enumerate(settings, 1):
         experiment = f"{prefix}-{i}"
-        outcomes = run_experiment(experiment, overrides, [HEAD_STAGE], root, lock_timeout_s)
+        stages = run_experiment(experiment, overrides, [HEAD_STAGE], root, lock_timeout_s)
         summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
-        rows.append(
-            {"overrides": overrides, "experiment": experiment, "summary": summary, "extract": outcomes.get("extract")}
-        )
+        extract = stages.get("extract", {}).get("outcome")
+        rows.append({"overrides": overrides, "experiment": experiment, "summary": summary, "extract": extract})
         log.info(
             "%s %s: val_accuracy %.4f, val_loss %.4f",
             experiment,

@@ -17,6 +17,7 @@ _OUTCOMES = (
     (re.compile(r"^Running stage '(?P<stage>[^']+)'"), "ran"),
     (re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping"), "skipped"),
     (re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run"), "restored"),  # from DVC's run-cache
+    (re.compile(r"^Pulling data for stage: '(?P<stage>[^']+)'"), "pulled"),  # `repro --pull`: from the DVC remote
 )
 # The repo lock (.dvc/tmp/lock) and the per-path read/write locks (.dvc/tmp/rwlock): DVC takes them before
 # running anything, so a command refused with one of these can simply be repeated.
@@ -29,8 +30,11 @@ class DvcError(RuntimeError):
 
 @dataclass(frozen=True)
 class DvcResult:
-    outcomes: dict[str, str]  # stage -> "ran" | "skipped" | "restored", in the order DVC reported them
+    outcomes: dict[str, str]  # stage -> "ran" | "skipped" | "restored" | "pulled", in the order DVC reported them
     seconds: float
+    # stage -> seconds from DVC's line about it to the next stage's line (or the end): for one `dvc exp run` of
+    # several stages, about the time each took (a skipped stage's check counts to the stage before it)
+    stage_seconds: dict[str, float]
 
 
 def project_root(path: str | Path | None = None) -> Path:
@@ -51,24 +55,52 @@ def _target(stage, root: Path) -> str:
     return path
 
 
-def stage_order(root: Path) -> list[str]:
-    """Every stage, dependencies first, as DVC's own graph has them; ties keep their dvc.yaml order."""
+def stage_graph(root: Path) -> tuple[list[str], dict[str, set[str]]]:
+    """Every stage, dependencies first, as DVC's own graph has them (ties keep their dvc.yaml order), and for
+    each stage the stages whose outputs it reads directly."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         position = {stage: i for i, stage in enumerate(repo.index.stages)}
-        graph = repo.index.graph.reverse(copy=False)  # DVC's edges point from a stage to what it depends on
-        return [_target(s, root) for s in nx.lexicographical_topological_sort(graph, key=position.__getitem__)]
+        graph = repo.index.graph  # DVC's edges point from a stage to what it depends on
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=False), key=position.__getitem__)
+        inputs = {_target(s, root): {_target(d, root) for d in graph.successors(s)} for s in graph}
+        return [_target(s, root) for s in order], inputs
+
+
+def stage_order(root: Path) -> list[str]:
+    return stage_graph(root)[0]
+
+
+def needed_for(root: Path, target: str) -> tuple[list[str], set[str]]:
+    """The stages `target` needs, in order and itself last, and those whose outputs it reads directly."""
+    order, inputs = stage_graph(root)
+    needed, todo = set(), [target]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(inputs[stage])
+    return [s for s in order if s in needed], inputs[target]
+
+
+def _outcome(line: str) -> tuple[str, str] | None:
+    for pattern, outcome in _OUTCOMES:
+        if match := pattern.match(line):
+            return match["stage"], outcome
+    return None
 
 
 def parse_outcomes(lines: list[str]) -> dict[str, str]:
-    outcomes = {}
-    for line in lines:
-        for pattern, outcome in _OUTCOMES:
-            if match := pattern.match(line):
-                outcomes[match["stage"]] = outcome
-    return outcomes
+    return dict(found for line in lines if (found := _outcome(line)))
+
+
+def split_seconds(timed: list[tuple[float, str]], end: float) -> dict[str, float]:
+    """stage -> seconds until the next stage's line (or `end`), from (monotonic time, line) pairs."""
+    marks = [(t, found[0]) for t, line in timed if (found := _outcome(line))]
+    ends = [t for t, _ in marks[1:]] + [end]
+    return {stage: round(until - t, 1) for (t, stage), until in zip(marks, ends)}
 
 
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -84,7 +116,8 @@ def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _run_once(
     args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter, env: dict[str, str]
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[tuple[float, str]]]:
+    """Exit status and the output lines, each with the monotonic time it arrived."""
     lines = []
     with subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
@@ -96,7 +129,7 @@ def _run_once(
     ) as proc:
         for line in proc.stdout:  # streamed, so a long stage shows progress in the flow run's logs
             if line := line.rstrip():
-                lines.append(line)
+                lines.append((time.monotonic(), line))
                 log.info(line)
     return proc.returncode, lines
 
@@ -113,9 +146,11 @@ def run_dvc(
     start = time.monotonic()
     deadline = start + lock_timeout_s
     while True:
-        rc, lines = _run_once(args, root, log, dvc_env(env))
+        rc, timed = _run_once(args, root, log, dvc_env(env))
+        lines = [line for _, line in timed]
         if rc == 0:
-            return DvcResult(parse_outcomes(lines), round(time.monotonic() - start, 1))
+            end = time.monotonic()
+            return DvcResult(parse_outcomes(lines), round(end - start, 1), split_seconds(timed, end))
         at = next((i for i, line in enumerate(lines) if _LOCKED.match(line)), None)
         if at is None:
             tail = "\n".join(lines[-40:])

@@ -58,3 +58,15 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     if not grid or not all(isinstance(values, list) and values for values in grid.values()):
         raise ConfigError(f"the grid needs at least one key, each with a non-empty list of values: {grid}")
     return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+
+def head_settings(root: Path, grid: dict[str, list[Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(data.name, every setting of `grid`) for a head-only sweep: dense.* keys only, each setting checked
+    against the schema before anything runs (other keys change the cached features or not the dense head)."""
+    settings = expand_grid(grid)
+    if others := sorted({key for s in settings for key in s if not key.startswith("dense.")}):
+        raise ConfigError(
+            f"a head-only sweep varies dense.* values only, not {others}: other keys either change "
+            f"the cached features or do not affect the dense head; use the pipeline flow's overrides"
+        )
+    return {effective_config(root, s).data.name for s in settings}.pop(), settings

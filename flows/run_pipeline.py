@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.artifacts import pipeline_markdown, read_json_at
 from flows.dvc_commands import project_root, stage_order
 from flows.overrides import effective_config, parse_assignment, parse_value
-from flows.tasks import experiment_name, run_experiment, slug, stage_task
+from flows.tasks import experiment_name, run_experiment, run_stages, slug
 from pipeline.layout import DatasetLayout
 
 
@@ -37,11 +37,10 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
     log.info("project %s, dataset %s, overrides %s", root, name, overrides or "none")
     if overrides:
         experiment = experiment_name("pipeline")
-        outcomes = run_experiment(experiment, overrides, [], root, lock_timeout_s)
+        stages = run_experiment(experiment, overrides, [], root, lock_timeout_s)
     else:
-        experiment, outcomes = None, {}
-        for stage in stage_order(root):
-            outcomes[stage] = stage_task(stage)(stage, root, lock_timeout_s)
+        experiment, stages = None, run_stages(stage_order(root), root, lock_timeout_s)
+    outcomes = {stage: r["outcome"] for stage, r in stages.items()}
     ran = [s for s, o in outcomes.items() if o == "ran"]
     log.info(
         "ran: %s; not recomputed: %s",
@@ -52,11 +51,19 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
     metrics = read_json_at(root, data.metrics, experiment)
     mlflow = read_json_at(root, data.mlflow_record, experiment)
     create_markdown_artifact(
-        pipeline_markdown(name, outcomes, metrics, mlflow, experiment, overrides),
+        pipeline_markdown(name, stages, metrics, mlflow, experiment, overrides),
         key=slug(f"pipeline-{name}"),
         description=f"pipeline run on {name}",
     )
-    return {"project": str(root), "experiment": experiment, "stages": outcomes, "metrics": metrics, "mlflow": mlflow}
+    seconds = {stage: r["seconds"] for stage, r in stages.items()}
+    return {
+        "project": str(root),
+        "experiment": experiment,
+        "stages": outcomes,
+        "seconds": seconds,
+        "metrics": metrics,
+        "mlflow": mlflow,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

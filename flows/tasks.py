@@ -10,6 +10,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import OUTCOME_TEXT
@@ -19,6 +20,8 @@ from flows.overrides import set_args
 # Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
 # step fails the same way again.
 RETRIES = {"download": 3}
+# The task run's state name in the Prefect UI: only a stage that ran says "Completed".
+STATE_NAMES = {"ran": "Completed", "skipped": "Skipped", "restored": "Restored", "pulled": "Pulled"}
 
 
 def _env() -> dict[str, str]:
@@ -38,19 +41,36 @@ def experiment_name(prefix: str) -> str:
 
 # Prefect must never skip a stage on its own: DVC's lock file decides what is up to date.
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, root: Path, lock_timeout_s: float) -> str:
-    """`dvc repro --single-item <stage>`: the stage runs only if DVC finds its deps, params or outs changed."""
+def run_stage(stage: str, root: Path, lock_timeout_s: float, pull: list[str] | None = None) -> State:
+    """`dvc repro --single-item <stage>`: the stage runs only if DVC finds its deps, params or outs changed.
+    pull: e.g. ["--pull"] to fetch the outputs of an unchanged stage from the DVC remote instead of running it.
+    The task's state is named after the outcome (Skipped, Restored, Pulled); its result {"outcome", "seconds"}."""
     log = get_run_logger()
-    result = run_dvc(["repro", "--single-item", stage], root, log, lock_timeout_s, env=_env())
+    result = run_dvc(["repro", "--single-item", *(pull or []), stage], root, log, lock_timeout_s, env=_env())
     outcome = result.outcomes.get(stage, "unknown")
-    log.info("stage %s: %s (%.1f s)", stage, OUTCOME_TEXT.get(outcome, outcome), result.seconds)
-    return outcome
+    text = f"{OUTCOME_TEXT.get(outcome, outcome)} ({result.seconds:.1f} s)"
+    log.info("stage %s: %s", stage, text)
+    return Completed(
+        name=STATE_NAMES.get(outcome, "Completed"),
+        message=text,
+        data={"outcome": outcome, "seconds": result.seconds},
+    )
 
 
 def stage_task(stage: str):
     """The stage's task, retried with growing delays where a retry can help."""
     retries = RETRIES.get(stage, 0)
     return run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(10) if retries else 0)
+
+
+def run_stages(
+    stages: list[str], root: Path, lock_timeout_s: float, pull: dict[str, list[str]] | None = None
+) -> dict[str, dict]:
+    """One task per stage, in order; stage -> {"outcome", "seconds"}. A failed stage raises and stops the run."""
+    return {
+        stage: stage_task(stage)(stage, root, lock_timeout_s, (pull or {}).get(stage), return_state=True).result()
+        for stage in stages
+    }
 
 
 def _require_commit(root: Path) -> None:
@@ -65,14 +85,16 @@ def _require_commit(root: Path) -> None:
 @task(task_run_name="experiment {name}", cache_policy=NO_CACHE)
 def run_experiment(
     name: str, overrides: dict[str, Any], targets: list[str], root: Path, lock_timeout_s: float
-) -> dict[str, str]:
+) -> dict[str, dict]:
     """`dvc exp run --temp -S ...`: the run happens in a temporary copy of the project, so params.yaml, dvc.lock
     and the workspace stay as they are; the experiment keeps its own dvc.lock, params and metrics in git
-    (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored."""
+    (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored.
+    stage -> {"outcome", "seconds"}, the seconds read from when DVC reported each stage (one command for all)."""
     _require_commit(root)
     log = get_run_logger()
     args = ["exp", "run", "--temp", "--name", name, *set_args(overrides), *targets]
     result = run_dvc(args, root, log, lock_timeout_s, env=_env())
-    for stage, outcome in result.outcomes.items():
-        log.info("experiment %s, stage %s: %s", name, stage, OUTCOME_TEXT.get(outcome, outcome))
-    return result.outcomes
+    stages = {s: {"outcome": o, "seconds": result.stage_seconds.get(s)} for s, o in result.outcomes.items()}
+    for stage, r in stages.items():
+        log.info("experiment %s, stage %s: %s (about %s s)", name, stage, OUTCOME_TEXT.get(r["outcome"]), r["seconds"])
+    return stages

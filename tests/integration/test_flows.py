@@ -5,9 +5,7 @@ head-only sweep, the MLflow runs of a deployment run, and outputs shared through
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,47 +16,24 @@ import dvc.api
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.dvc_commands import stage_order
 from pipeline.layout import DatasetLayout
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
-from tests.helpers.processes import start, stop
+from tests.helpers.prefect_server import prefect_cli, prefect_server
 from tests.helpers.project import copy_repo, git
-from tests.helpers.servers import free_port, wait_healthy
 
-PREFECT = [sys.executable, "-m", "prefect"]
 POOL = "local-process"  # prefect.yaml's work pool
 NAME = "orchestrated"  # own MLflow experiment: the MLflow server is shared by the whole session
 
 
-def _cli(env: dict, cwd: Path, *args: str, timeout: float = 120) -> str:
-    done = subprocess.run([*PREFECT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
-    return done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """A real `prefect server start` on loopback with its own PREFECT_HOME; yields the environment using it."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DVC_SITE_CACHE_DIR": str(home / "dvc_site"),
-    }
-    env.pop("PREFECT_API_URL", None)
-    port, log = free_port(), home / "server.log"
-    proc = start([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, log, env)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_healthy(f"{api}/health", proc, log)
-        yield {**env, "PREFECT_API_URL": api}
-    finally:
-        stop(proc, signal.SIGINT)  # its own process group; SIGINT is what stops it promptly
+    with prefect_server(tmp_path_factory.mktemp("prefect_home")) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +46,9 @@ def project(tmp_path_factory, prefect_env, mlflow_server) -> tuple[Path, dict[st
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny project"]):
         git(root, *args)
     env = {**prefect_env, "MLFLOW_TRACKING_URI": mlflow_server}
-    _cli(env, root, "work-pool", "create", POOL, "--type", "process")
-    _cli(env, root, "--no-prompt", "deploy", "--all")
+    for pool in (POOL, "checkout-process"):  # prefect.yaml deploys to both
+        prefect_cli(env, root, "work-pool", "create", pool, "--type", "process")
+    prefect_cli(env, root, "--no-prompt", "deploy", "--all")
     return root, env
 
 
@@ -80,8 +56,8 @@ def _run(project: tuple[Path, dict], deployment: str, **params) -> tuple[str, st
     """`prefect deployment run`, then one worker pass; (flow run id, the run's markdown artifact)."""
     root, env = project
     args = [a for key, value in params.items() for a in ("--param", f"{key}={json.dumps(value)}")]
-    run_id = re.search(r"UUID: ([0-9a-f-]{36})", _cli(env, root, "deployment", "run", deployment, *args))[1]
-    worker = _cli(env, root, "worker", "start", "--pool", POOL, "--run-once", "--limit", "1", timeout=300)
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", prefect_cli(env, root, "deployment", "run", deployment, *args))[1]
+    worker = prefect_cli(env, root, "worker", "start", "--pool", POOL, "--run-once", "--limit", "1", timeout=300)
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(run_id)).state
         artifacts = client.read_artifacts(
@@ -92,9 +68,21 @@ def _run(project: tuple[Path, dict], deployment: str, **params) -> tuple[str, st
     return run_id, artifacts[0].data
 
 
+def _stage_rows(report: str) -> dict[str, tuple[str, str]]:
+    """The stage -> (outcome, seconds) table of a pipeline run's artifact."""
+    rows = re.findall(r"^\| (\w+) \| ([^|]+) \| ([^|]*) \|$", report, re.MULTILINE)
+    return {s: (o, sec) for s, o, sec in rows if s != "stage"}
+
+
 def _stages(report: str) -> dict[str, str]:
-    """The stage -> outcome table of a pipeline run's artifact."""
-    return {s: o for s, o in re.findall(r"^\| (\w+) \| ([^|]+) \|$", report, re.MULTILINE) if s != "stage"}
+    return {stage: outcome for stage, (outcome, _) in _stage_rows(report).items()}
+
+
+def _task_states(env: dict, run_id: str) -> dict[str, str]:
+    """task run name (the stage) -> its state's name, as the Prefect UI shows it."""
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])))
+    return {t.name: t.state.name for t in tasks}
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -116,6 +104,7 @@ def test_deployment_runs_every_stage_and_reports_both_heads(project, first_run):
     root, _ = project
     _, report, _ = first_run
     assert _stages(report) == {stage: "ran" for stage in stage_order(root)}
+    assert all(float(seconds) > 0 for _, seconds in _stage_rows(report).values())
     metrics = json.loads(DatasetLayout.of(NAME, root).metrics.read_text())
     for head in ("dense", "finetune"):
         assert re.search(rf"^\| {head} \| {metrics[head]['accuracy']:.4g} \|", report, re.MULTILINE)
@@ -131,19 +120,23 @@ def test_deployment_run_is_logged_to_mlflow(project, first_run, mlflow_server):
     )
     parent = record["parent_run_id"]
     assert {r.info.run_id for r in runs} == {parent, *record["child_run_ids"].values()}
-    children = {r.info.run_name: r for r in runs if r.info.run_id != parent}
-    assert set(children) == {"dense", "finetune"}
+    children = {r.info.run_id: r for r in runs if r.info.run_id != parent}
+    assert set(record["child_run_ids"]) == {"dense", "finetune"}
+    assert all(children[i].info.run_name.split()[0] == head for head, i in record["child_run_ids"].items())
     assert all(r.data.tags["mlflow.parentRunId"] == parent for r in children.values())
     assert f"{mlflow_server}/#/experiments/{record['experiment_id']}/runs/{parent}" in report
 
 
 @pytest.mark.servers
 def test_unchanged_project_recomputes_nothing(project, first_run):
-    root, _ = project
-    _, report = _run(project, "pipeline/default")
+    root, env = project
+    run_id, report = _run(project, "pipeline/default")
     outcomes = _stages(report)
     assert outcomes.pop("source") == "ran"  # the params and source check runs every time (always_changed)
     assert set(outcomes.values()) == {"skipped (unchanged)"}
+    states = _task_states(env, run_id)
+    assert states.pop("source") == "Completed"
+    assert states == {stage: "Skipped" for stage in outcomes}  # not a green "Completed" like a stage that ran
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
 
 
@@ -156,6 +149,7 @@ def test_override_reruns_only_what_depends_on_it_as_an_experiment(project, first
     ran = {s for s, outcome in stages.items() if outcome == "ran"}
     assert ran == {"source", "train_dense", "train_finetune", "evaluate", "track"}
     assert stages["extract"] == "skipped (unchanged)"
+    assert all(float(seconds) >= 0 for _, seconds in _stage_rows(report).values())  # timed inside the experiment
     assert {f: (root / f).read_bytes() for f in before} == before  # the workspace is untouched
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
     experiment = re.search(r"DVC experiment `([\w-]+)`", report)[1]

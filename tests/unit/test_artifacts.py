@@ -1,6 +1,8 @@
 """What a flow run shows as its Prefect artifact: stage outcomes, test metrics, MLflow links, sweep tables."""
 
 from flows.artifacts import mlflow_links, pipeline_markdown, read_json_at, sweep_markdown
+from flows.dvc_commands import needed_for, split_seconds
+from tests.helpers import REPO
 
 RECORD = {
     "tracking_uri": "http://mlflow:5000/",
@@ -15,14 +17,19 @@ RECORD = {
 def test_pipeline_markdown_has_outcomes_metrics_and_runs():
     text = pipeline_markdown(
         "cats",
-        {"extract": "skipped", "train_dense": "ran", "evaluate": "restored"},
+        {
+            "extract": {"outcome": "skipped", "seconds": 1.25},
+            "train_dense": {"outcome": "ran", "seconds": 30.0},
+            "evaluate": {"outcome": "restored", "seconds": None},
+        },
         {"dense": {"accuracy": 0.98765, "f1": 0.5}},
         RECORD,
         None,
         {},
     )
     assert "## Pipeline `cats` in the workspace" in text
-    assert "| extract | skipped (unchanged) |" in text and "| evaluate | restored from DVC's run-cache |" in text
+    assert "| extract | skipped (unchanged) | 1.25 |" in text and "| train_dense | ran | 30 |" in text
+    assert "| evaluate | restored from DVC's run-cache |  |" in text  # no time known: blank, not "None"
     assert "| dense | 0.9877 |" in text  # 4 significant digits; absent metrics stay empty
     assert "[p](http://mlflow:5000/#/experiments/3/runs/p)" in text
     assert "`cats-classifier@champion`: version 2 (finetune head)" in text
@@ -62,3 +69,20 @@ def test_json_of_the_workspace(tmp_path):
     (tmp_path / "m.json").write_text('{"a": 1}')
     assert read_json_at(tmp_path, "m.json") == {"a": 1}
     assert read_json_at(tmp_path, "missing.json") is None
+
+
+def test_each_stage_gets_the_time_until_the_next_stage_line():
+    timed = [
+        (10.0, "Running stage 'extract':"),
+        (11.0, "> python -m pipeline.stages.extract"),
+        (15.5, "Stage 'train_dense' didn't change, skipping"),
+        (16.0, "Running stage 'evaluate':"),
+    ]
+    assert split_seconds(timed, end=20.0) == {"extract": 5.5, "train_dense": 0.5, "evaluate": 4.0}
+    assert split_seconds([(1.0, "no stage line")], end=2.0) == {}
+
+
+def test_a_head_needs_the_stages_up_to_the_features_and_reads_only_extracts_outputs():
+    order, reads = needed_for(REPO, "train_dense")
+    assert order == ["source", "download", "prepare", "extract", "train_dense"]
+    assert reads == {"extract"}

@@ -1,0 +1,29 @@
+"""The sweep's MLflow runs through `python -m pipeline.tracking.sweep` in a subprocess: the flows stay free of
+MLflow (and its import time), and the trial logs with the code of its own checkout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from flows.dvc_commands import dvc_env
+
+
+class TrackingError(RuntimeError):
+    """The tracking command failed (server unreachable, unknown parent run)."""
+
+
+def sweep_tracking(args: list[str], root: Path) -> dict:
+    """One `pipeline.tracking.sweep` command in `root`; the JSON it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.sweep", *args],
+        cwd=root,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise TrackingError(f"pipeline.tracking.sweep {args[0]} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
