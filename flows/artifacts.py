@@ -52,7 +52,7 @@ def mlflow_links(record: dict) -> list[tuple[str, str]]:
 
 
 def stage_table(stages: dict[str, dict]) -> str:
-    """stage -> {"outcome", "seconds"} as a table; seconds blank where unknown (inside a DVC experiment)."""
+    """stage -> {"outcome", "seconds"} as a table; seconds blank where unknown."""
     rows = [[s, OUTCOME_TEXT.get(r["outcome"], r["outcome"]), r.get("seconds")] for s, r in stages.items()]
     return _table(["stage", "outcome", "seconds"], rows)
 
@@ -126,17 +126,20 @@ def fanout_markdown(name: str, rows: list[dict], parent: dict) -> str:
             f"`{row['setting']}`",
             *(row["overrides"].get(k) for k in keys),
             *(row.get("metrics", {}).get(c) for c in SUMMARY_METRICS),
+            f"`{row['experiment']}`" if row.get("experiment") else "none",
             OUTCOME_TEXT.get(row.get("tags", {}).get("stage.extract"), row.get("tags", {}).get("stage.extract")),
             row.get("metrics", {}).get("seconds.train_dense"),
             row.get("tags", {}).get("checkout", "no MLflow run (trial failed)"),
         ]
         for rank, row in enumerate(rows, 1)
     ]
-    header = ["rank", "trial", *keys, *SUMMARY_METRICS, "extract", "train_dense s", "checkout"]
+    header = ["rank", "trial", *keys, *SUMMARY_METRICS, "DVC experiment", "extract", "train_dense s", "checkout"]
     return "\n\n".join(
         [
             f"## Dense-head sweep `{name}` fanned out: {len(rows)} trials, each in its own checkout",
             _table(header, table),
-            f"Ranked by validation loss. MLflow parent run: {link[0][1]} (each trial a child run).",
+            f"Ranked by validation loss. MLflow parent run: {link[0][1]} (each trial a child run). Each trial is "
+            f"a DVC experiment on the git remote (`dvc exp list origin`); `dvc exp pull --no-cache origin` brings "
+            f"them into a clone, for `dvc exp show` and `dvc exp apply <experiment>`.",
         ]
     )

@@ -1,6 +1,7 @@
 """Head-only sweep fanned out over workers: one run of the `sweep-trial/checkout` deployment per setting, so N
 workers on its pool train N settings at once, each in its own checkout on cached features from the DVC remote.
-The trials log MLflow child runs under one parent run; the artifact ranks them by validation loss.
+The trials log MLflow child runs under one parent run and save DVC experiments named after them on the git
+remote; the artifact ranks them by validation loss.
 
     MLFLOW_TRACKING_URI=http://... python -m flows.fanout_sweep --grid dense.learning_rate=1e-4,1e-3
 
@@ -75,7 +76,14 @@ def fanout_sweep(grid: dict[str, list[Any]], deployment: str = TRIAL_DEPLOYMENT,
     )
     by_name = {child["tags"].get("setting"): child for child in closed["children"]}
     rows = [
-        {"setting": f"{prefix}-{i}", "overrides": s, "flow_run_id": str(run.id), **by_name.get(f"{prefix}-{i}", {})}
+        {
+            "setting": f"{prefix}-{i}",
+            "overrides": s,
+            "flow_run_id": str(run.id),
+            # a trial that completed saved the DVC experiment of its name on the git remote
+            "experiment": f"{prefix}-{i}" if run.state.is_completed() else None,
+            **by_name.get(f"{prefix}-{i}", {}),
+        }
         for i, (s, run) in enumerate(zip(settings, runs), 1)
     ]
     rows.sort(key=lambda r: r.get("metrics", {}).get("val_loss", float("inf")))

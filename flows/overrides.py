@@ -12,18 +12,32 @@ from pipeline.config import Config, ConfigError, parse_config, read_params
 from pipeline.layout import PARAMS_FILE
 
 
-def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of `params` with each dotted `section.key` set to its override."""
-    out = copy.deepcopy(params)
+def _set_all(params: dict, overrides: dict[str, Any]) -> None:
+    """Each dotted `section.key` of `overrides` set in `params`, in place."""
     for key, value in overrides.items():
         *sections, leaf = key.split(".")
-        node = out
+        node = params
         for section in sections:
             node = node.setdefault(section, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key}: {section} is a value, not a section")
         node[leaf] = value
+
+
+def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of `params` with each dotted `section.key` set to its override."""
+    out = copy.deepcopy(params)
+    _set_all(out, overrides)
     return out
+
+
+def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
+    """`overrides` written into the params file at `path` (a checkout's own copy), its comments and key order
+    kept: DVC's round-trip YAML, as `dvc exp run -S` writes it, so `dvc exp apply` brings no reformatted file."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(str(path)) as params:
+        _set_all(params, overrides)
 
 
 def effective_config(root: Path, overrides: dict[str, Any]) -> Config:

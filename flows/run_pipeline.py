@@ -2,7 +2,7 @@
 directory `prefect deploy` ran in).
 
     python -m flows.run_pipeline                               # params.yaml as it is; one task per stage
-    python -m flows.run_pipeline -S dense.learning_rate=1e-4   # this run only: a DVC experiment
+    python -m flows.run_pipeline -S dense.learning_rate=1e-4   # this run only: a DVC experiment, same tasks
 
 Without PREFECT_API_URL the flow runs on a temporary local Prefect server. See docs/orchestration.md.
 """
@@ -10,6 +10,7 @@ Without PREFECT_API_URL the flow runs on a temporary local Prefect server. See d
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -17,9 +18,23 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import pipeline_markdown, read_json_at
 from flows.dvc_commands import project_root, stage_order
-from flows.overrides import effective_config, parse_assignment, parse_value
-from flows.tasks import experiment_name, run_experiment, run_stages, slug
-from pipeline.layout import DatasetLayout
+from flows.experiments import exp_env, scratch_clone
+from flows.overrides import effective_config, parse_assignment, parse_value, write_overrides
+from flows.tasks import check_out_task, experiment_name, run_stages, save_experiment_task, slug
+from pipeline.layout import PARAMS_FILE, DatasetLayout
+
+
+def run_experiment_stages(
+    root: Path, name: str, overrides: dict[str, Any], data: DatasetLayout, lock_timeout_s: float
+) -> tuple[dict[str, dict], dict | None, dict | None]:
+    """The overrides run as DVC experiment `name`, one task per stage in a scratch clone of `root` on its DVC
+    cache; the experiment is pushed back to `root`'s git repo. (stages, metrics, MLflow record) of the run."""
+    with scratch_clone(root, name) as clone:
+        write_overrides(clone / PARAMS_FILE, overrides)
+        check_out_task(name, clone, lock_timeout_s)
+        stages = run_stages(stage_order(clone), clone, lock_timeout_s, env=exp_env(root, clone, name))
+        save_experiment_task(name, clone, stages, str(root), lock_timeout_s)
+        return stages, read_json_at(clone, data.metrics), read_json_at(clone, data.mlflow_record)
 
 
 @flow(name="pipeline")
@@ -27,7 +42,7 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
     """Every DVC stage in dependency order; DVC skips what is up to date.
 
     overrides: params.yaml values for this run only, e.g. {"dense.learning_rate": 1e-4}. The run then is a
-    DVC experiment (`dvc exp run --temp`): params.yaml, dvc.lock and the workspace stay untouched.
+    DVC experiment made in a scratch clone, stage by stage: params.yaml, dvc.lock and the workspace stay untouched.
     lock_timeout_s: how long to wait while another DVC process (another flow run) holds the project's lock.
     """
     log = get_run_logger()
@@ -35,11 +50,13 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
     overrides = overrides or {}
     name = effective_config(root, overrides).data.name
     log.info("project %s, dataset %s, overrides %s", root, name, overrides or "none")
+    data = DatasetLayout.of(name)  # relative to the project, as DVC names its files
     if overrides:
         experiment = experiment_name("pipeline")
-        stages = run_experiment(experiment, overrides, [], root, lock_timeout_s)
+        stages, metrics, mlflow = run_experiment_stages(root, experiment, overrides, data, lock_timeout_s)
     else:
         experiment, stages = None, run_stages(stage_order(root), root, lock_timeout_s)
+        metrics, mlflow = read_json_at(root, data.metrics), read_json_at(root, data.mlflow_record)
     outcomes = {stage: r["outcome"] for stage, r in stages.items()}
     ran = [s for s, o in outcomes.items() if o == "ran"]
     log.info(
@@ -47,9 +64,6 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
         ", ".join(ran) or "nothing",
         ", ".join(s for s in outcomes if s not in ran) or "nothing",
     )
-    data = DatasetLayout.of(name)  # relative to the project, as DVC names its files
-    metrics = read_json_at(root, data.metrics, experiment)
-    mlflow = read_json_at(root, data.mlflow_record, experiment)
     create_markdown_artifact(
         pipeline_markdown(name, stages, metrics, mlflow, experiment, overrides),
         key=slug(f"pipeline-{name}"),

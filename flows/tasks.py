@@ -1,9 +1,10 @@
-"""The flows' Prefect tasks: one DVC stage in the workspace, or one DVC experiment."""
+"""The flows' Prefect tasks: one DVC stage (in the workspace or a checkout), one DVC experiment, and the steps
+that turn a scratch checkout into a DVC experiment."""
 
 from __future__ import annotations
 
 import re
-import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import OUTCOME_TEXT
-from flows.dvc_commands import DvcError, run_dvc
+from flows.dvc_commands import run_dvc
+from flows.experiments import check_out, head_commit, save_experiment
 from flows.overrides import set_args
 
 # Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
@@ -41,12 +43,16 @@ def experiment_name(prefix: str) -> str:
 
 # Prefect must never skip a stage on its own: DVC's lock file decides what is up to date.
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, root: Path, lock_timeout_s: float, pull: list[str] | None = None) -> State:
+def run_stage(
+    stage: str, root: Path, lock_timeout_s: float, pull: list[str] | None = None, env: dict[str, str] | None = None
+) -> State:
     """`dvc repro --single-item <stage>`: the stage runs only if DVC finds its deps, params or outs changed.
     pull: e.g. ["--pull"] to fetch the outputs of an unchanged stage from the DVC remote instead of running it.
+    env: more variables for the stage's command (those `dvc exp run` sets, in an experiment's checkout).
     The task's state is named after the outcome (Skipped, Restored, Pulled); its result {"outcome", "seconds"}."""
     log = get_run_logger()
-    result = run_dvc(["repro", "--single-item", *(pull or []), stage], root, log, lock_timeout_s, env=_env())
+    args = ["repro", "--single-item", *(pull or []), stage]
+    result = run_dvc(args, root, log, lock_timeout_s, env={**_env(), **(env or {})})
     outcome = result.outcomes.get(stage, "unknown")
     text = f"{OUTCOME_TEXT.get(outcome, outcome)} ({result.seconds:.1f} s)"
     log.info("stage %s: %s", stage, text)
@@ -64,22 +70,33 @@ def stage_task(stage: str):
 
 
 def run_stages(
-    stages: list[str], root: Path, lock_timeout_s: float, pull: dict[str, list[str]] | None = None
+    stages: list[str],
+    root: Path,
+    lock_timeout_s: float,
+    pull: dict[str, list[str]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """One task per stage, in order; stage -> {"outcome", "seconds"}. A failed stage raises and stops the run."""
     return {
-        stage: stage_task(stage)(stage, root, lock_timeout_s, (pull or {}).get(stage), return_state=True).result()
+        stage: stage_task(stage)(stage, root, lock_timeout_s, (pull or {}).get(stage), env, return_state=True).result()
         for stage in stages
     }
 
 
-def _require_commit(root: Path) -> None:
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root, capture_output=True)
-    if done.returncode != 0:
-        raise DvcError(
-            f"parameter overrides run as DVC experiments, which start from the last git commit: "
-            f"make {root} a git repository with at least one commit"
-        )
+@task(task_run_name="check out {name}", cache_policy=NO_CACHE)
+def check_out_task(name: str, clone: Path, lock_timeout_s: float) -> State:
+    """The experiment's checkout gets the committed outputs from the shared DVC cache (`dvc checkout`)."""
+    start = time.monotonic()
+    check_out(clone, get_run_logger(), lock_timeout_s)
+    return Completed(message=f"outputs checked out ({time.monotonic() - start:.1f} s)")
+
+
+@task(task_run_name="save experiment {name}", cache_policy=NO_CACHE)
+def save_experiment_task(name: str, clone: Path, stages: dict[str, dict], remote: str, lock_timeout_s: float) -> State:
+    """`dvc exp save` in the checkout, `dvc exp push` to the git repo `remote` (the workspace, or origin)."""
+    start = time.monotonic()
+    save_experiment(clone, name, stages, remote, get_run_logger(), lock_timeout_s)
+    return Completed(message=f"saved as {name}, pushed to {remote} ({time.monotonic() - start:.1f} s)")
 
 
 @task(task_run_name="experiment {name}", cache_policy=NO_CACHE)
@@ -90,7 +107,7 @@ def run_experiment(
     and the workspace stay as they are; the experiment keeps its own dvc.lock, params and metrics in git
     (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored.
     stage -> {"outcome", "seconds"}, the seconds read from when DVC reported each stage (one command for all)."""
-    _require_commit(root)
+    head_commit(root)
     log = get_run_logger()
     args = ["exp", "run", "--temp", "--name", name, *set_args(overrides), *targets]
     result = run_dvc(args, root, log, lock_timeout_s, env=_env())

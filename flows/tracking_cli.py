@@ -15,12 +15,12 @@ class TrackingError(RuntimeError):
     """The tracking command failed (server unreachable, unknown parent run)."""
 
 
-def sweep_tracking(args: list[str], root: Path) -> dict:
-    """One `pipeline.tracking.sweep` command in `root`; the JSON it prints."""
+def sweep_tracking(args: list[str], root: Path, env: dict[str, str] | None = None) -> dict:
+    """One `pipeline.tracking.sweep` command in `root`, with `env` added to the environment; the JSON it prints."""
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.tracking.sweep", *args],
         cwd=root,
-        env=dvc_env(),
+        env=dvc_env(env),
         capture_output=True,
         text=True,
     )

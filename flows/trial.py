@@ -1,8 +1,9 @@
 """One setting of a fanned-out sweep, run by whichever worker picks it up, in its own checkout of the project
 (the deployment's pull steps clone the git remote into the worker's scratch folder): params.yaml gets the
 setting, the stages up to train_dense run one task each with their inputs pulled from the DVC remote (what is
-unchanged is pulled or skipped, never recomputed), `dvc push` shares what the trial made, and an MLflow child
-run under the sweep's parent run records it. Started by flows/fanout_sweep.py, not by hand."""
+unchanged is pulled or skipped, never recomputed), `dvc push` shares what the trial made, `dvc exp save` /
+`dvc exp push origin` make it a DVC experiment named after the trial on the git remote, and an MLflow child run
+under the sweep's parent run records it. Started by flows/fanout_sweep.py, not by hand."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ import json
 import socket
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.dvc_commands import needed_for, project_root, run_dvc
-from flows.overrides import apply_overrides, effective_config
-from flows.tasks import run_stages
+from flows.experiments import exp_env
+from flows.overrides import effective_config, write_overrides
+from flows.tasks import run_stages, save_experiment_task
 from flows.tracking_cli import sweep_tracking
-from pipeline.config import read_params
-from pipeline.files import write_text
 from pipeline.layout import PARAMS_FILE, SUMMARY_FILE, DatasetLayout
 
 HEAD_STAGE = "train_dense"
@@ -34,9 +33,7 @@ def trial(
     log = get_run_logger()
     root = project_root()
     name = effective_config(root, overrides).data.name
-    write_text(
-        root / PARAMS_FILE, yaml.safe_dump(apply_overrides(read_params(root / PARAMS_FILE), overrides), sort_keys=False)
-    )
+    write_overrides(root / PARAMS_FILE, overrides)
     order, inputs = needed_for(root, HEAD_STAGE)
     # What the head stage reads is pulled; stages further up are only checked (--allow-missing): their data
     # stays on the remote, so no image is downloaded or decoded.
@@ -44,6 +41,9 @@ def trial(
     log.info("checkout %s on %s: %s with %s", root, socket.gethostname(), " -> ".join(order), overrides)
     stages = run_stages(order, root, lock_timeout_s, pull)
     run_dvc(["push", "--run-cache", HEAD_STAGE], root, log, lock_timeout_s)
+    # A DVC experiment named after the trial, on the git remote the checkout came from: `dvc exp list origin`
+    # names every trial; after `dvc exp pull origin`, `dvc exp show` lists them with their params and metrics.
+    save_experiment_task(setting, root, stages, "origin", lock_timeout_s)
     summary = DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE
     tags = {
         "setting": setting,
@@ -52,6 +52,12 @@ def trial(
     }
     args = ["child", "--tracking-uri", tracking_uri, "--parent", parent_run_id, "--summary", str(summary)]
     args += ["--stages", json.dumps(stages), *(a for k, v in tags.items() for a in ("--tag", f"{k}={v}"))]
-    run = sweep_tracking(args, root)
+    run = sweep_tracking(args, root, exp_env(root, root, setting))  # tagged with the DVC experiment
     log.info("MLflow child run %s under %s", run["run_id"], parent_run_id)
-    return {"setting": setting, "checkout": str(root), "stages": stages, "mlflow_run_id": run["run_id"]}
+    return {
+        "setting": setting,
+        "experiment": setting,
+        "checkout": str(root),
+        "stages": stages,
+        "mlflow_run_id": run["run_id"],
+    }

@@ -16,6 +16,7 @@ from pipeline.cli import parser, run_cli
 from pipeline.config import load_config
 from pipeline.files import read_json
 from pipeline.layout import SUMMARY_METRICS
+from pipeline.tracking.lineage import workspace_tags
 
 
 class SweepTrackingError(ValueError):
@@ -49,7 +50,7 @@ def parent(uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> di
 
 def child(uri: str, parent_id: str, params: Path, summary: Path, stages: dict, tags: dict[str, str]) -> dict:
     """A finished child run: every param of `params` (the trial's params.yaml), the head's validation metrics
-    from `summary`, each stage's outcome as a tag and its seconds as a metric."""
+    from `summary`, each stage's outcome as a tag and its seconds as a metric, the commit and DVC experiment."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
@@ -58,7 +59,8 @@ def child(uri: str, parent_id: str, params: Path, summary: Path, stages: dict, t
     except Exception as err:  # MlflowException (unknown run) or a connection error: one line either way
         raise SweepTrackingError(f"parent run {parent_id} on {uri}: {err}") from None
     values = read_json(summary)
-    run_tags = {**tags, "mlflow.parentRunId": parent_id, "sweep": "trial"}
+    # The git commit and, when the trial set DVC_EXP_NAME, its DVC experiment (the tags a pipeline run gets).
+    run_tags = {**workspace_tags(params.resolve().parent), **tags, "mlflow.parentRunId": parent_id, "sweep": "trial"}
     run_tags |= {f"stage.{stage}": r["outcome"] for stage, r in stages.items()}
     run = client.create_run(experiment_id, tags=run_tags, run_name=tags.get("setting"))
     metrics = {m: values[m] for m in SUMMARY_METRICS if values.get(m) is not None}

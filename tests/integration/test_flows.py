@@ -14,6 +14,7 @@ from uuid import UUID
 
 import dvc.api
 import pytest
+from dvc.lock import Lock
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
@@ -142,18 +143,32 @@ def test_unchanged_project_recomputes_nothing(project, first_run):
 
 @pytest.mark.servers
 def test_override_reruns_only_what_depends_on_it_as_an_experiment(project, first_run):
-    root, _ = project
+    root, env = project
     before = {f: (root / f).read_bytes() for f in ("params.yaml", "dvc.lock")}
-    _, report = _run(project, "pipeline/default", overrides={"dense.learning_rate": 0.05})
+    lock = Lock(str(root / ".dvc" / "tmp" / "lock"))
+    lock.lock()  # held as a `dvc repro` in the workspace holds it: the experiment's clone has its own
+    try:
+        run_id, report = _run(project, "pipeline/default", overrides={"dense.learning_rate": 0.05}, lock_timeout_s=20)
+    finally:
+        lock.unlock()
     stages = _stages(report)
     ran = {s for s, outcome in stages.items() if outcome == "ran"}
     assert ran == {"source", "train_dense", "train_finetune", "evaluate", "track"}
     assert stages["extract"] == "skipped (unchanged)"
-    assert all(float(seconds) >= 0 for _, seconds in _stage_rows(report).values())  # timed inside the experiment
+    assert all(float(seconds) > 0 for _, seconds in _stage_rows(report).values())  # each stage its own command
     assert {f: (root / f).read_bytes() for f in before} == before  # the workspace is untouched
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]
     experiment = re.search(r"DVC experiment `([\w-]+)`", report)[1]
+    # each stage its own task with the plain run's state names, between the checkout and the saved experiment
+    states = _task_states(env, run_id)
+    assert states.pop(f"check out {experiment}") == states.pop(f"save experiment {experiment}") == "Completed"
+    assert states == {s: "Completed" if s in ran else "Skipped" for s in stage_order(root)}
     assert dvc.api.params_show(repo=str(root), rev=experiment)["dense"]["learning_rate"] == 0.05
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "list", "--name-only"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert experiment in listed.stdout.split()  # `dvc exp show` / `dvc exp apply` in the workspace know it
+    assert list((root / ".dvc" / "tmp").glob(f"exp-{experiment}-*")) == []  # the scratch clone is gone
 
 
 @pytest.mark.servers

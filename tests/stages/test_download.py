@@ -83,7 +83,12 @@ def test_cli_writes_the_record_and_the_execution_apart(synthetic_zip, tmp_path, 
     _check_extracted(tmp_path / "raw")
     assert read_json(tmp_path / "download.json") == _archive_info(url, synthetic_zip)
     execution = read_json(tmp_path / "execution" / "download.json")
-    assert execution["source"] == str(synthetic_zip) and set(execution) == {"source", "seconds"}
+    assert execution["source"] == str(synthetic_zip) and set(execution) == {
+        "source",
+        "seconds",
+        "started_ms",
+        "ended_ms",
+    }
 
 
 def test_unreachable_url_names_url_and_mirror(tmp_path, monkeypatch):

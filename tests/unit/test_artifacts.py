@@ -1,6 +1,6 @@
 """What a flow run shows as its Prefect artifact: stage outcomes, test metrics, MLflow links, sweep tables."""
 
-from flows.artifacts import mlflow_links, pipeline_markdown, read_json_at, sweep_markdown
+from flows.artifacts import fanout_markdown, mlflow_links, pipeline_markdown, read_json_at, sweep_markdown
 from flows.dvc_commands import needed_for, split_seconds
 from tests.helpers import REPO
 
@@ -63,6 +63,24 @@ def test_sweep_table_marks_the_best_validation_loss():
     text = sweep_markdown("cats", rows)
     assert "| **16** | **1** | **2** | **0.2** |" in text and "| 8 | 1 | 2 | 0.3 |" in text
     assert "Best by validation loss: `sweep-16`" in text
+
+
+def test_fanout_table_names_each_trials_dvc_experiment():
+    rows = [
+        {
+            "setting": "sweep-1a2b3c4d-2",
+            "experiment": "sweep-1a2b3c4d-2",
+            "overrides": {"dense.units": 16},
+            "metrics": {"val_loss": 0.2, "seconds.train_dense": 9.0},
+            "tags": {"stage.extract": "pulled", "checkout": "host:/tmp/a"},
+        },
+        {"setting": "sweep-1a2b3c4d-1", "experiment": None, "overrides": {"dense.units": 8}},  # the trial failed
+    ]
+    text = fanout_markdown("cats", rows, {"tracking_uri": "http://mlflow:5000", "experiment_id": "3", "run_id": "p"})
+    assert "| 1 | `sweep-1a2b3c4d-2` | 16 |" in text
+    assert "| `sweep-1a2b3c4d-2` | pulled from the DVC remote | 9 | host:/tmp/a |" in text
+    assert "| none |  |  | no MLflow run (trial failed) |" in text
+    assert "`dvc exp list origin`" in text
 
 
 def test_json_of_the_workspace(tmp_path):
