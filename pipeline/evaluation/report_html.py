@@ -13,6 +13,9 @@ figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}"""
 PERCENT = {"accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "val_accuracy"}  # shown as 97.3%
 LOSS = {"val_loss", "loss"}  # shown with 4 decimals
 
+# Where the copy of the report in the MLflow run (tracking/report_copy.py) puts the commit, date and run links.
+PROVENANCE_NOTE = "Made from the inputs that this stage's entry in dvc.lock names (commit and time: the MLflow run)."
+
 
 def cell(value: object, key: str = "") -> str:
     if isinstance(value, float) and key in PERCENT:
@@ -36,7 +39,7 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 def provenance(config: Config | None) -> str:
     """From what it was made. No date or git commit: the report is a DVC output, and a re-run on the same inputs
     must write the same bytes (neither is a DVC dependency); the track stage's MLflow run records both."""
-    made = "<p>Made from the inputs that this stage's entry in dvc.lock names (commit and time: the MLflow run)."
+    made = f"<p>{PROVENANCE_NOTE}"
     if config is None:
         return made + "</p>"
     b, d, f = config.backbone, config.dense, config.finetune

@@ -22,6 +22,7 @@ from pipeline.files import log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
 from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, run_name
 from pipeline.tracking.records import child_run, execution_span, stage_span, terminate
+from pipeline.tracking.report_copy import log_report_copy, provenance_rows
 from pipeline.tracking.runs import (
     CHAMPION,
     fail_crashed_runs,
@@ -40,7 +41,7 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
     name = cfg.data.name
     uri, experiment = open_experiment(name)
     try:
-        record = _log_execution(cfg, data, lock, experiment.experiment_id)
+        record = _log_execution(cfg, data, lock, uri, experiment.experiment_id)
     except Exception:
         check_reachable(uri)  # a server that died mid-run: the documented one-line error, not MLflow's traceback
         raise
@@ -59,7 +60,7 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
     return record
 
 
-def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, experiment_id: str) -> dict:
+def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, experiment_id: str) -> dict:
     params = run_params(cfg, data.download_info, data.manifest)
     metrics = read_json(data.metrics)
     runs, versions = {}, {}
@@ -75,7 +76,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, experiment_id: 
     )
     with mlflow.start_run(run_id=parent.info.run_id):
         mlflow.log_params(params)
-        log_files([data.metrics, data.report, data.prepare_summary, data.download_info, lock])
+        log_files([data.metrics, data.prepare_summary, data.download_info, lock])
         log_files([data.plots / "roc.png"], "plots")
         for head in HEADS:
             record = data.execution(f"train_{head}")
@@ -94,14 +95,18 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, experiment_id: 
             }
         )
         mlflow.set_tags({"champion.head": str(champion["head"]), "champion.changed": str(champion["changed"])})
+        record = {
+            "parent_run_id": parent.info.run_id,
+            "child_run_ids": runs,
+            "registered_model": model_name(cfg),
+            "model_versions": versions,
+            CHAMPION: champion,
+        }
+        # report.html with what the DVC output cannot hold: the date, commit, these runs, the champion.
+        where = {"tracking_uri": uri, "experiment_id": experiment_id, **record}
+        log_report_copy(data.report, provenance_rows(where, tags, span[1]))
     terminate(parent.info.run_id, span)
-    return {
-        "parent_run_id": parent.info.run_id,
-        "child_run_ids": runs,
-        "registered_model": model_name(cfg),
-        "model_versions": versions,
-        CHAMPION: champion,
-    }
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

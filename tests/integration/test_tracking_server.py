@@ -67,6 +67,23 @@ def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, f
     assert _artifacts(client, parent.info.run_id, "plots") == {"plots/roc.png"}
 
 
+def test_the_parent_runs_report_names_when_what_and_where_the_dvc_output_unchanged(tiny_project, mlflow_server, first):
+    """report.html in MLflow says what the DVC output cannot (it must stay byte-identical): the execution's end,
+    the commit, the DVC experiment, links to the runs, the champion."""
+    before = tiny_project.data.report.read_bytes()
+    local = mlflow.artifacts.download_artifacts(
+        run_id=first["parent_run_id"], artifact_path="report.html", tracking_uri=mlflow_server
+    )
+    html = Path(local).read_text()
+    runs = [first["parent_run_id"], *first["child_run_ids"].values()]
+    for run_id in runs:
+        assert f'href="{mlflow_server}/#/experiments/{first["experiment_id"]}/runs/{run_id}"' in html
+    assert tiny_project.commit in html and "dusty-mast" in html and " UTC</td>" in html
+    assert f"version {first['champion']['version']} ({first['champion']['head']} head" in html
+    assert "commit and time: the MLflow run" not in html  # the note the copy fills in
+    assert tiny_project.data.report.read_bytes() == before and b"dusty-mast" not in before
+
+
 def test_the_parent_spans_the_execution_and_holds_the_heads_scores(tiny_project, mlflow_server, first):
     """Its times are the stages' (from the first execution record's start to the last one's end), not the track
     stage's; its metrics compare the heads and name the champion."""
