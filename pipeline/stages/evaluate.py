@@ -6,12 +6,13 @@ python -m pipeline.stages.evaluate --dense D --finetune T --images other_folder/
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import execution_record, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, EvaluateConfig, load_config
 from pipeline.data.dataset import check_images, find_root, scan
 from pipeline.data.manifest import read_manifest, split_rows
@@ -102,15 +103,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--finetune", type=Path, required=True, help="train_finetune output folder")
     ap.add_argument("--images", type=Path, help="score this labelled image folder instead of the test split")
     ap.add_argument("--out", type=Path, required=True, help="folder for metrics.json and plots/")
+    ap.add_argument("--execution", type=Path, help="JSON: when it ran and for how long (the MLflow run's end)")
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params)
-    if args.images:
-        evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
-    elif args.features and args.manifest:
-        evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
-    else:
+    if not (args.images or (args.features and args.manifest)):
         ap.error("give --features and --manifest (test split) or --images FOLDER")
+    with execution_record(args.execution) if args.execution else contextlib.nullcontext():
+        if args.images:
+            evaluate_folder(args.images, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
+        else:
+            evaluate(args.features, args.manifest, args.dense, args.finetune, args.out, cfg.backbone, cfg.evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_the_parent_spans_the_execution_and_holds_the_heads_scores(tiny_project,
     """Its times are the stages' (from the first execution record's start to the last one's end), not the track
     stage's; its metrics compare the heads and name the champion."""
     records = [read_json(p) for p in sorted(tiny_project.data.execution("x").parent.glob("*.json"))]
-    assert len(records) == 4  # download, extract, train_dense, train_finetune
+    assert len(records) == 5  # download, extract, train_dense, train_finetune, evaluate
     parent = MlflowClient(mlflow_server).get_run(first["parent_run_id"])
     assert parent.info.start_time == min(r["started_ms"] for r in records)
     assert parent.info.end_time == max(r["ended_ms"] for r in records)
