@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pipeline.layout import METRIC_NAMES, SUMMARY_METRICS
+from pipeline.links import mlflow_run_url
 
 OUTCOME_TEXT = {
     "ran": "ran",
@@ -44,8 +45,8 @@ def mlflow_links(record: dict) -> list[tuple[str, str]]:
     runs = {"pipeline (parent)": record["parent_run_id"], **record["child_run_ids"]}
 
     def link(run_id: str) -> str:
-        if uri.startswith(("http://", "https://")):
-            return f"[{run_id}]({uri}/#/experiments/{experiment}/runs/{run_id})"
+        if url := mlflow_run_url(uri, experiment, run_id):
+            return f"[{run_id}]({url})"
         return f"`{run_id}` (experiment {experiment} in `{uri}`)"
 
     return [(label, link(run_id)) for label, run_id in runs.items()]

@@ -16,8 +16,7 @@ from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features
 from pipeline.model.heads import build_dense_head, ensemble
 from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
-from pipeline.tracking.lineage import run_name, workspace_tags
-from pipeline.tracking.live import RUN_ID_KEY, LiveRun, live_run
+from pipeline.tracking.live import LiveRun, live_training
 
 Split = tuple[np.ndarray, np.ndarray]  # features, integer labels
 
@@ -90,13 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params)
-    with execution_record(args.execution) as facts:
-        # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
-        live = live_run(cfg.data.name, run_name("dense", workspace_tags(Path.cwd())), "train_dense")
+    # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
+    with execution_record(args.execution) as facts, live_training(cfg.data.name, "dense", "train_dense", facts) as live:
         summary = train_dense(args.features, args.out, cfg.dense, live)
         facts["epochs_run"] = sum(summary.get("member_epochs_run", [summary["epochs_run"]]))  # all members' epochs
-        if live and live.finish():
-            facts[RUN_ID_KEY] = live.run_id
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
 from pipeline.model.training import class_weights, compile_for, fit_from_start, save_training, targets
-from pipeline.tracking.lineage import run_name, workspace_tags
-from pipeline.tracking.live import RUN_ID_KEY, LiveRun, live_run
+from pipeline.tracking.live import LiveRun, live_training
 
 
 def train_finetune(
@@ -115,15 +114,15 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--checkpoint must be outside --out (DVC deletes a stage's outputs before running it)")
     setup_logging()
     cfg = load_config(args.params)
-    with execution_record(args.execution) as facts:
-        # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
-        live = live_run(cfg.data.name, run_name("finetune", workspace_tags(Path.cwd())), "train_finetune")
+    # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
+    with (
+        execution_record(args.execution) as facts,
+        live_training(cfg.data.name, "finetune", "train_finetune", facts) as live,
+    ):
         summary = train_finetune(
             args.manifest, args.dense_model, args.out, cfg.backbone, cfg.finetune, args.checkpoint, live
         )
         facts["epochs_run"] = summary["epochs_run"]
-        if live and live.finish():
-            facts[RUN_ID_KEY] = live.run_id
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ A Keras callback hands each epoch's metrics to a background thread that posts th
 short timeouts, so training never waits on the server: after the first failure the thread stops trying and logs
 one warning. The run's id goes into the training stage's execution record; the track stage then adopts the run
 as the head's child run (or marks it orphaned), and logs everything else. Only the standard library and Keras
-are imported: a training stage does not load MLflow.
+are imported (and the lineage helpers, stdlib only): a training stage does not load MLflow.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -18,10 +19,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 
 from pipeline.files import log
+from pipeline.tracking.lineage import run_name, workspace_tags
 
 RUN_ID_KEY = "mlflow_live_run_id"  # in the training stage's execution record
 STATE_TAG = "pipeline.live"  # training -> trained (stage done) -> adopted (a track made it a child) | orphaned
@@ -124,3 +128,13 @@ def live_run(experiment: str, name: str, stage: str) -> LiveRun | None:
     live, and the track stage writes it anyway)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     return LiveRun(uri, experiment, name, stage) if uri.startswith(("http://", "https://")) else None
+
+
+@contextlib.contextmanager
+def live_training(experiment: str, head: str, stage: str, facts: dict) -> Iterator[LiveRun | None]:
+    """A training stage's live run (named as the track stage names the head's child run), inside its
+    execution_record block: once training is done and its epochs are sent, the run id goes into `facts`."""
+    live = live_run(experiment, run_name(head, workspace_tags(Path.cwd())), stage)
+    yield live
+    if live and live.finish():
+        facts[RUN_ID_KEY] = live.run_id

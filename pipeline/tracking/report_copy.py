@@ -14,14 +14,13 @@ import mlflow
 
 from pipeline.evaluation.report_html import PROVENANCE_NOTE
 from pipeline.layout import REPORT_FILE
+from pipeline.links import mlflow_run_url
 from pipeline.tracking.lineage import COMMIT_TAG, EXP_NAME_TAG
 
 
 def run_link(uri: str, experiment_id: str, run_id: str) -> str:
     """An HTML link to the run's page on a tracking server; its id and the store's URI otherwise."""
-    uri = uri.rstrip("/")
-    if uri.startswith(("http://", "https://")):
-        href = f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"
+    if href := mlflow_run_url(uri, experiment_id, run_id):
         return f'<a href="{escape(href)}">{escape(run_id)}</a>'
     return f"<code>{escape(run_id)}</code> (experiment {escape(experiment_id)} in <code>{escape(uri)}</code>)"
 
