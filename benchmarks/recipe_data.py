@@ -17,7 +17,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.archive import download
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.layout import DatasetLayout
-from pipeline.model.features import MIRRORED, load_features
+from pipeline.model.features import load_features, mirrored
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 from pipeline.stages.extract import extract
 from pipeline.stages.prepare import prepare
@@ -74,7 +74,7 @@ def dense_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
     x, y = load_features(ds.data.features, split)
     p = probabilities(head, x, n)
     if split == "test" and ds.cfg.evaluate.tta_flip:
-        p = (p + probabilities(head, load_features(ds.data.features, MIRRORED)[0], n)) / 2
+        p = (p + probabilities(head, load_features(ds.data.features, mirrored("test"))[0], n)) / 2
     return scores(y, p)
 
 
@@ -98,5 +98,5 @@ def baseline_scores(ds: Dataset, split: str) -> dict[str, float]:
     x_eval, y_eval = pooled(split)
     p = model.predict_proba(x_eval)
     if split == "test" and ds.cfg.evaluate.tta_flip:
-        p = (p + model.predict_proba(load_features(ds.data.features, MIRRORED)[0].mean(axis=(1, 2)))) / 2
+        p = (p + model.predict_proba(load_features(ds.data.features, mirrored("test"))[0].mean(axis=(1, 2)))) / 2
     return scores(y_eval, p)

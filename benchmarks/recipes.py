@@ -25,7 +25,14 @@ from recipe_data import baseline_scores, dataset, dense_scores, finetune_scores
 from pipeline.stages.train_dense import train_dense
 from pipeline.stages.train_finetune import train_finetune
 
-POOLED = {"pooling": "avg", "optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 1}
+POOLED = {
+    "pooling": "avg",
+    "optimizer": "adamw",
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "warmup_epochs": 1,
+    "flip": False,
+}
 DENSE = {  # name -> dense.* overrides of params.yaml
     "classic (flatten, 256, rmsprop 2e-5)": {
         "pooling": "flatten",
@@ -37,6 +44,7 @@ DENSE = {  # name -> dense.* overrides of params.yaml
         "warmup_epochs": 0,
         "label_smoothing": 0.0,
         "ensemble": 1,
+        "flip": False,
     },
     "avg, linear, adamw 1e-3": {**POOLED, "units": 0, "learning_rate": 1e-3, "label_smoothing": 0.0, "ensemble": 1},
     "avg, 256, adamw 1e-3": {**POOLED, "units": 256, "learning_rate": 1e-3, "label_smoothing": 0.0, "ensemble": 1},
@@ -57,8 +65,16 @@ DENSE = {  # name -> dense.* overrides of params.yaml
         "ensemble": 1,
     },
     "avg, 256, adamw 1e-3, x5": {**POOLED, "units": 256, "learning_rate": 1e-3, "label_smoothing": 0.0, "ensemble": 5},
+    "avg, 256, adamw 1e-3, x5, flip": {
+        **POOLED,
+        "units": 256,
+        "learning_rate": 1e-3,
+        "label_smoothing": 0.0,
+        "ensemble": 5,
+        "flip": True,
+    },
 }
-FINETUNE_FROM = "avg, 256, adamw 1e-3, x5"  # the dense default chosen from the table above
+FINETUNE_FROM = "avg, 256, adamw 1e-3, x5, flip"  # the dense default chosen from the table above
 CACHED = {
     "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0},
     "optimizer": "adamw",
@@ -110,7 +126,12 @@ def run_finetune(ds, overrides: dict, dense_dir: Path, seed: int, out: Path, spl
     return {**finetune_scores(ds, out, split), "seconds": time.perf_counter() - start}
 
 
-def compare(names: list[str], seeds: list[int], only: str | None, picked: list[str] | None) -> None:
+def chosen(recipes: dict, picked: list[str] | None) -> list[tuple[str, dict]]:
+    """The recipes whose name has one of the `picked` texts (all when none given)."""
+    return [(name, o) for name, o in recipes.items() if not picked or any(p in name for p in picked)]
+
+
+def compare(names: list[str], seeds: list[int], only: str | None, dense: list[str] | None, tuned: list[str] | None):
     for name in names:
         ds = dataset(name)
         print(f"\n{name}: validation split, seeds {seeds} ({load()})", flush=True)
@@ -121,14 +142,15 @@ def compare(names: list[str], seeds: list[int], only: str | None, picked: list[s
             flush=True,
         )
         with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
-            for recipe, overrides in DENSE.items() if only != "finetune" else [(FINETUNE_FROM, DENSE[FINETUNE_FROM])]:
+            heads = dict(chosen(DENSE, dense) if only != "finetune" else [])
+            if only != "dense":  # the fine-tunes start from this head
+                heads.setdefault(FINETUNE_FROM, DENSE[FINETUNE_FROM])
+            for recipe, overrides in heads.items():
                 runs = [run_dense(ds, overrides, s, Path(tmp) / f"{recipe}-{s}", "validation") for s in seeds]
                 print(summarise(f"dense: {recipe}", runs), flush=True)
             if only == "dense":
                 continue
-            for recipe, overrides in FINETUNE.items():
-                if picked and not any(p in recipe for p in picked):
-                    continue
+            for recipe, overrides in chosen(FINETUNE, tuned):
                 runs = [
                     run_finetune(
                         ds, overrides, Path(tmp) / f"{FINETUNE_FROM}-{s}", s, Path(tmp) / f"ft-{s}", "validation"
@@ -162,13 +184,14 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     ap.add_argument("--only", choices=["dense", "finetune"])
     ap.add_argument("--final", action="store_true", help="score params.yaml's recipe on the test split")
+    ap.add_argument("--dense", nargs="+", metavar="TEXT", help="only the dense recipes whose name has TEXT")
     ap.add_argument("--finetune", nargs="+", metavar="TEXT", help="only the fine-tune recipes whose name has TEXT")
     args = ap.parse_args()
     print(machine(), flush=True)
     if args.final:
         final(args.datasets, args.seeds)
     else:
-        compare(args.datasets, args.seeds, args.only, args.finetune)
+        compare(args.datasets, args.seeds, args.only, args.dense, args.finetune)
 
 
 if __name__ == "__main__":

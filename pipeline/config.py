@@ -91,6 +91,7 @@ class DenseConfig(TrainingConfig):
     activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] | None
     dropout: float = Field(ge=0, lt=1)
     ensemble: int = Field(ge=1, le=32)  # heads trained with seeds seed, seed+1, ...; their probabilities averaged
+    flip: bool  # also train on the mirrored train images' features (extract caches them): twice the examples
 
     @model_validator(mode="after")
     def _seeds_in_range(self):

@@ -23,7 +23,13 @@ from pipeline.model.devices import use_xla
 from pipeline.model.inputs import first_undecodable, image_dataset
 
 FEATURE_DTYPE = np.float16
-MIRRORED = "test.mirror"  # features of the horizontally mirrored test images, for test-time augmentation
+
+
+def mirrored(split: str) -> str:
+    """The name under which extract caches the features of `split`'s horizontally mirrored images: flip
+    augmentation for the dense head (train) and test-time augmentation (validation, test)."""
+    return f"{split}.mirror"
+
 
 Features = Callable[..., tuple[np.ndarray, ...]]  # (per-replica) image batch -> feature arrays
 
@@ -98,6 +104,6 @@ def stream_features(
 
 
 def load_features(feature_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(features as float32, integer labels) of one split; split MIRRORED gives the mirrored test images."""
+    """(features as float32, integer labels) of one split; `mirrored(split)` gives its mirrored images'."""
     x = np.load(feature_dir / f"{split}.npy", mmap_mode="r").astype(np.float32)
     return x, np.load(feature_dir / f"{split.split('.')[0]}.labels.npy")

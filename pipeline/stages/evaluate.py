@@ -21,7 +21,7 @@ from pipeline.evaluation.report import write_report
 from pipeline.evaluation.scoring import score
 from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
-from pipeline.model.features import MIRRORED, load_features
+from pipeline.model.features import load_features, mirrored
 from pipeline.model.heads import dense_on_images
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 
@@ -46,7 +46,7 @@ def evaluate(
     finetuned = load_for_inference(finetune_dir / MODEL_FILE)
     dense = probabilities(head, x_test, n)
     if cfg.tta_flip:  # extract cached the mirrored test images' features: the dense head decodes no image
-        dense = (dense + probabilities(head, load_features(features, MIRRORED)[0], n)) / 2
+        dense = (dense + probabilities(head, load_features(features, mirrored("test"))[0], n)) / 2
     probs = {"dense": dense, "finetune": image_probabilities(finetuned, paths, n, size, cfg.tta_flip)}
     model_dirs = {"dense": dense_dir, "finetune": finetune_dir}
     metrics = score(

@@ -1,5 +1,6 @@
 """Stage 4: the dense head on the cached features: pooling (or the classic Flatten), an optional hidden layer,
-dropout, sigmoid/softmax; dense.ensemble heads with consecutive seeds, averaged into one model."""
+dropout, sigmoid/softmax; dense.ensemble heads with consecutive seeds, averaged into one model. With dense.flip,
+the mirrored train images' features (cached by extract) are training examples too: flip augmentation for free."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipeline.cli import execution_record, parser, run_cli, setup_logging
 from pipeline.config import DenseConfig, load_config
 from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE
-from pipeline.model.features import load_features
+from pipeline.model.features import load_features, mirrored
 from pipeline.model.heads import build_dense_head, ensemble
 from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
 from pipeline.tracking.live import LiveRun, live_training
@@ -56,12 +57,15 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
     classes, shape = meta["classes"], tuple(meta["feature_shape"])
     n = len(classes)
     train, val = load_features(feature_dir, "train"), load_features(feature_dir, "validation")
+    if cfg.flip:
+        train = (np.concatenate([train[0], load_features(feature_dir, mirrored("train"))[0]]), np.tile(train[1], 2))
     weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
-        "training %d dense head(s) (%s pooling) on %d train / %d validation feature vectors (class weights %s)",
+        "training %d dense head(s) (%s pooling) on %d train%s / %d validation feature vectors (class weights %s)",
         cfg.ensemble,
         cfg.pooling,
         len(train[0]),
+        " (plain + mirrored)" if cfg.flip else "",
         len(val[0]),
         weights,
     )

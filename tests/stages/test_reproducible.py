@@ -28,6 +28,7 @@ OUTPUTS = {
     "prepared/quarantine.csv",
     "features/meta.json",
     "features/train.npy",
+    "features/train.mirror.npy",
     "features/test.mirror.npy",
     "models/dense/model.keras",
     "models/dense/summary.json",
