@@ -17,7 +17,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.archive import download
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.layout import DatasetLayout
-from pipeline.model.features import load_features, mirrored
+from pipeline.model.features import feature_probabilities, load_features
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 from pipeline.stages.extract import extract
 from pipeline.stages.prepare import prepare
@@ -71,10 +71,8 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 def dense_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
     """The dense head on the split's cached features; on test, flip-averaged as evaluate does."""
     head, n = load_for_inference(model_dir / "model.keras"), len(ds.classes)
-    x, y = load_features(ds.data.features, split)
-    p = probabilities(head, x, n)
-    if split == "test" and ds.cfg.evaluate.tta_flip:
-        p = (p + probabilities(head, load_features(ds.data.features, mirrored("test"))[0], n)) / 2
+    tta = split == "test" and ds.cfg.evaluate.tta_flip
+    p, y = feature_probabilities(lambda x: probabilities(head, x, n), ds.data.features, split, tta)
     return scores(y, p)
 
 
@@ -89,14 +87,8 @@ def finetune_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float
 def baseline_scores(ds: Dataset, split: str) -> dict[str, float]:
     """The baseline to beat: scikit-learn's logistic regression on global-average-pooled features."""
 
-    def pooled(s: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = load_features(ds.data.features, s)
-        return x.mean(axis=(1, 2)), y
-
-    x, y = pooled("train")
-    model = LogisticRegression(max_iter=5000).fit(x, y)
-    x_eval, y_eval = pooled(split)
-    p = model.predict_proba(x_eval)
-    if split == "test" and ds.cfg.evaluate.tta_flip:
-        p = (p + model.predict_proba(load_features(ds.data.features, mirrored("test"))[0].mean(axis=(1, 2)))) / 2
+    x, y = load_features(ds.data.features, "train")
+    model = LogisticRegression(max_iter=5000).fit(x.mean(axis=(1, 2)), y)
+    tta = split == "test" and ds.cfg.evaluate.tta_flip
+    p, y_eval = feature_probabilities(lambda f: model.predict_proba(f.mean(axis=(1, 2))), ds.data.features, split, tta)
     return scores(y_eval, p)

@@ -25,10 +25,16 @@ from pipeline.model.inputs import first_undecodable, image_dataset
 FEATURE_DTYPE = np.float16
 
 
-def mirrored(split: str) -> str:
-    """The name under which extract caches the features of `split`'s horizontally mirrored images: flip
-    augmentation for the dense head (train) and test-time augmentation (validation, test)."""
-    return f"{split}.mirror"
+MIRRORED_SPLITS = ("train", "test")  # train: the dense head's flip augmentation; test: test-time augmentation
+
+
+def feature_file(split: str, mirror: bool = False) -> str:
+    """The file of `split`'s features in a feature folder, or (`mirror`) of its horizontally mirrored images'."""
+    return f"{split}.mirror.npy" if mirror else f"{split}.npy"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}.labels.npy"
 
 
 Features = Callable[..., tuple[np.ndarray, ...]]  # (per-replica) image batch -> feature arrays
@@ -103,7 +109,32 @@ def stream_features(
     return round(len(paths) / max(time.perf_counter() - start, 1e-9), 1)
 
 
-def load_features(feature_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(features as float32, integer labels) of one split; `mirrored(split)` gives its mirrored images'."""
-    x = np.load(feature_dir / f"{split}.npy", mmap_mode="r").astype(np.float32)
-    return x, np.load(feature_dir / f"{split.split('.')[0]}.labels.npy")
+def load_features(feature_dir: Path, split: str, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(features as float32, integer labels) of one split, or (`mirror`) of its mirrored images."""
+    x = np.load(feature_dir / feature_file(split, mirror), mmap_mode="r").astype(np.float32)
+    return x, np.load(feature_dir / labels_file(split))
+
+
+def load_train_features(feature_dir: Path, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's features and labels, followed (`flip`) by its mirrored images': the float32 array is
+    filled from the float16 files in place, so no second copy of it is ever held."""
+    plain = np.load(feature_dir / feature_file("train"), mmap_mode="r")
+    labels = np.load(feature_dir / labels_file("train"))
+    if not flip:
+        return plain.astype(np.float32), labels
+    mirror = np.load(feature_dir / feature_file("train", mirror=True), mmap_mode="r")
+    x = np.empty((2 * len(plain), *plain.shape[1:]), dtype=np.float32)
+    x[: len(plain)], x[len(plain) :] = plain, mirror
+    return x, np.tile(labels, 2)
+
+
+def feature_probabilities(
+    predict: Callable[[np.ndarray], np.ndarray], feature_dir: Path, split: str, tta_flip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities by `predict`, labels) of a split's cached features; with `tta_flip` (evaluate.tta_flip) the
+    mean with those of its mirrored images' features (cached for the test split: no image is decoded)."""
+    x, y = load_features(feature_dir, split)
+    probs = predict(x)
+    if tta_flip:
+        probs = (probs + predict(load_features(feature_dir, split, mirror=True)[0])) / 2
+    return probs, y

@@ -21,7 +21,7 @@ from pipeline.evaluation.report import write_report
 from pipeline.evaluation.scoring import score
 from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
-from pipeline.model.features import load_features, mirrored
+from pipeline.model.features import feature_probabilities
 from pipeline.model.heads import dense_on_images
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 
@@ -40,13 +40,10 @@ def evaluate(
     what the report says it was made from."""
     classes = read_json(features / FEATURE_META_FILE)["classes"]
     n, size = len(classes), backbone.image_size
-    x_test, y_test = load_features(features, "test")
     paths = [r.path for r in split_rows(read_manifest(manifest), "test")]
     head = load_for_inference(dense_dir / MODEL_FILE)
     finetuned = load_for_inference(finetune_dir / MODEL_FILE)
-    dense = probabilities(head, x_test, n)
-    if cfg.tta_flip:  # extract cached the mirrored test images' features: the dense head decodes no image
-        dense = (dense + probabilities(head, load_features(features, mirrored("test"))[0], n)) / 2
+    dense, y_test = feature_probabilities(lambda x: probabilities(head, x, n), features, "test", cfg.tta_flip)
     probs = {"dense": dense, "finetune": image_probabilities(finetuned, paths, n, size, cfg.tta_flip)}
     model_dirs = {"dense": dense_dir, "finetune": finetune_dir}
     metrics = score(

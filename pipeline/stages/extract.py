@@ -1,8 +1,8 @@
 """Stage 3: run the frozen conv base once over every split and cache the features on disk.
 
-Writes <split>.npy (float16), <split>.mirror.npy (the split's mirrored images, from the same decoded batches:
-the dense head's flip augmentation and test-time augmentation) and <split>.labels.npy per split, and meta.json
-saying exactly what produced them.
+Writes <split>.npy (float16) and <split>.labels.npy per split, <split>.mirror.npy for train and test (their
+mirrored images, from the same decoded batches: the dense head's flip augmentation and test-time augmentation),
+and meta.json saying exactly what produced them.
 Devices: the GPU when TensorFlow sees one, with XLA; several GPUs share each batch (extract.multi_gpu).
 Speed and memory: benchmarks/README.md; the measured img/s go to the execution record.
 """
@@ -20,7 +20,14 @@ from pipeline.files import atomic_path, log, sha256_file, write_json
 from pipeline.layout import FEATURE_META_FILE, SPLITS
 from pipeline.model.backbone import PREPROCESSING, conv_base
 from pipeline.model.devices import describe_devices, distribution
-from pipeline.model.features import FEATURE_DTYPE, feature_function, mirrored, stream_features
+from pipeline.model.features import (
+    FEATURE_DTYPE,
+    MIRRORED_SPLITS,
+    feature_file,
+    feature_function,
+    labels_file,
+    stream_features,
+)
 
 
 def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: ExtractConfig) -> dict:
@@ -38,23 +45,25 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
     with strategy.scope():
         base = conv_base(backbone)
     shape = tuple(int(d) for d in base.output.shape[1:])
-    both = feature_function(base, strategy, mirrored=True)
+    run = {m: feature_function(base, strategy, mirrored=m) for m in (False, True)}
     counts, speed = {}, {}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for split in SPLITS:
             part = split_rows(rows, split)
             counts[split] = len(part)
-            np.save(tmp / f"{split}.labels.npy", np.array([classes.index(r.label) for r in part], dtype=np.int32))
+            np.save(tmp / labels_file(split), np.array([classes.index(r.label) for r in part], dtype=np.int32))
+            mirror = split in MIRRORED_SPLITS
+            outs = [tmp / feature_file(split)] + ([tmp / feature_file(split, mirror=True)] if mirror else [])
             speed[split] = stream_features(
-                both,
+                run[mirror],
                 strategy,
                 [r.path for r in part],
-                [tmp / f"{split}.npy", tmp / f"{mirrored(split)}.npy"],
+                outs,
                 shape,
                 backbone.image_size,
                 cfg.batch_size,
-                f"extract {split} (+ mirrored)",
+                f"extract {split}" + (" (+ mirrored)" if mirror else ""),
             )
         meta = {
             "backbone": backbone.model_dump(),

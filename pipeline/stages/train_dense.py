@@ -14,7 +14,7 @@ from pipeline.cli import execution_record, parser, run_cli, setup_logging
 from pipeline.config import DenseConfig, load_config
 from pipeline.files import log, read_json
 from pipeline.layout import FEATURE_META_FILE
-from pipeline.model.features import load_features, mirrored
+from pipeline.model.features import load_features, load_train_features
 from pipeline.model.heads import build_dense_head, ensemble
 from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
 from pipeline.tracking.live import LiveRun, live_training
@@ -56,9 +56,7 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
     meta = read_json(feature_dir / FEATURE_META_FILE)
     classes, shape = meta["classes"], tuple(meta["feature_shape"])
     n = len(classes)
-    train, val = load_features(feature_dir, "train"), load_features(feature_dir, "validation")
-    if cfg.flip:
-        train = (np.concatenate([train[0], load_features(feature_dir, mirrored("train"))[0]]), np.tile(train[1], 2))
+    train, val = load_train_features(feature_dir, cfg.flip), load_features(feature_dir, "validation")
     weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
         "training %d dense head(s) (%s pooling) on %d train%s / %d validation feature vectors (class weights %s)",

@@ -14,7 +14,7 @@ from pipeline.config import FinetuneConfig
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.layout import SPLITS
 from pipeline.model.backbone import conv_base, preprocess
-from pipeline.model.features import load_features, mirrored
+from pipeline.model.features import MIRRORED_SPLITS, feature_file, load_features
 from pipeline.model.inputs import image_dataset
 from pipeline.stages.extract import extract
 from pipeline.stages.prepare import prepare
@@ -39,13 +39,15 @@ def test_streamed_features_equal_the_conv_base_on_each_image(tiny):
     tmp, cfg = tiny
     base = conv_base(cfg.backbone)
     rows = read_manifest(tmp / "prepared" / "manifest.csv")
-    for split, flip in [(s, False) for s in SPLITS] + [(mirrored(s), True) for s in SPLITS]:
-        paths = [r.path for r in split_rows(rows, split.split(".")[0])]
+    for split, flip in [(s, False) for s in SPLITS] + [(s, True) for s in MIRRORED_SPLITS]:
+        paths = [r.path for r in split_rows(rows, split)]
         ds = image_dataset(paths, None, cfg.backbone.image_size, batch_size=32, flip=flip)
         expected = np.concatenate([base(preprocess(x), training=False).numpy() for x in ds])
-        got, labels = load_features(tmp / "features", split)
+        got, labels = load_features(tmp / "features", split, mirror=flip)
         assert got.shape == expected.shape and len(labels) == len(paths)
         np.testing.assert_allclose(got, expected, atol=1e-2, rtol=1e-3)  # stored as float16
+    mirrors = {f.name for f in (tmp / "features").glob("*.mirror.npy")}
+    assert mirrors == {feature_file(s, mirror=True) for s in MIRRORED_SPLITS}  # validation: none (nothing reads it)
 
 
 def test_dense_flip_trains_on_the_mirrored_features_too(tiny, tmp_path, caplog):
@@ -59,7 +61,7 @@ def test_dense_flip_trains_on_the_mirrored_features_too(tiny, tmp_path, caplog):
     plain = tmp_path / "plain"  # a feature folder without mirrored train features: named, not guessed around
     plain.mkdir()
     for f in (tmp / "features").iterdir():
-        if f.name != f"{mirrored('train')}.npy":
+        if f.name != feature_file("train", mirror=True):
             (plain / f.name).write_bytes(f.read_bytes())
     with pytest.raises(FileNotFoundError, match="train.mirror.npy"):
         train_dense(plain, tmp_path / "none", cfg.dense.model_copy(update={"flip": True}))
