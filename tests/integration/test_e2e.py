@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 # Both heads must at least match the logistic-regression baseline's neighbourhood (98.6 % here): a floor that
 # catches a broken pipeline, not the recipe's claim (README: seed means on validation and test).
 DENSE_BAR = FINETUNE_BAR = 0.975
-# params.yaml's recipe, shortened to keep CI's time (5 members and 6 epochs: ~10 more minutes on 2 cores); every
+# params.yaml's recipe, shortened to keep CI's time (5 members and 3 epochs: minutes more on 2 cores); every
 # stage and option still runs (an ensemble, flip augmentation, a fine-tune that may keep its start).
 SHORTER = {"dense": {"ensemble": 2}, "finetune": {"epochs": 2}}
 
