@@ -102,6 +102,11 @@ def read_json(path: Path | str) -> object:
     return json.loads(Path(path).read_text())
 
 
+def sha256_json(obj: object) -> str:
+    """sha256 of `obj` as canonical JSON (sorted keys; what JSON cannot hold, as its str)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

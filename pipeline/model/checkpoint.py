@@ -9,7 +9,6 @@ fingerprint's file is not resumed."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.files import atomic_path, log, remove_stale_temps
+from pipeline.files import atomic_path, log, remove_stale_temps, sha256_json
 
 CHECKPOINT_FILE = "checkpoint.npz"
 SEED_STATE = "seed_generator_state"  # the name Keras gives every SeedGenerator's state variable
@@ -26,7 +25,7 @@ SEED_STATE = "seed_generator_state"  # the name Keras gives every SeedGenerator'
 
 def fingerprint(**parts: object) -> str:
     """sha256 of `parts` as canonical JSON (configs as dicts, files as their sha256)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(parts)
 
 
 def resumable_variables(model: keras.Model) -> list:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.files import sha256_json
+
 PREFECT_ENV = ("PREFECT__FLOW_RUN_ID", "PIPELINE_PREFECT_FLOW_RUN_ID")  # set by Prefect workers / by us
 _TAG_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed key characters; foreach stages are named `x@y`
 PINNED_MODULES = ("keras", "tensorflow", "numpy", "h5py")  # what loading a saved .keras model needs
@@ -91,7 +93,7 @@ def execution_id(tags: dict[str, str], params: dict[str, object]) -> str:
     Prefect flow run, DVC experiment name and source are left out, so a rerun after a crash, from any flow run or
     `dvc exp run`, finds the runs the crash left."""
     seen = {k: v for k, v in tags.items() if k == COMMIT_TAG or k.startswith("dvc.stage.")}
-    return hashlib.sha256(json.dumps([seen, params], sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json([seen, params])
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 
 from pipeline.files import log
+from pipeline.links import is_server
 from pipeline.tracking.lineage import run_name, workspace_tags
 
 RUN_ID_KEY = "mlflow_live_run_id"  # in the training stage's execution record
@@ -127,7 +128,7 @@ def live_run(experiment: str, name: str, stage: str) -> LiveRun | None:
     """A LiveRun when MLFLOW_TRACKING_URI is an http(s) server; None for a local store (nothing would watch it
     live, and the track stage writes it anyway)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    return LiveRun(uri, experiment, name, stage) if uri.startswith(("http://", "https://")) else None
+    return LiveRun(uri, experiment, name, stage) if is_server(uri) else None
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.files import log
 from pipeline.layout import PROJECT
+from pipeline.links import is_server
 
 PROBE_TIMEOUT_S = 5
 # MLflow's defaults (7 retries with backoff, 120 s timeout) turn a server that dies mid-run into minutes of
@@ -41,7 +42,7 @@ def artifact_location(uri: str) -> str | None:
 
 def check_reachable(uri: str) -> None:
     """Probe an http(s) server's /health within seconds; local stores need no check."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
