@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from pipeline.config import Config, load_config
 from pipeline.data.archive import download
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.layout import DatasetLayout
+from pipeline.layout import MODEL_FILE, DatasetLayout
 from pipeline.model.features import feature_probabilities, load_features
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
 from pipeline.stages.extract import extract
@@ -40,6 +40,10 @@ class Dataset:
 
     def paths(self, split: str) -> list[str]:
         return [r.path for r in split_rows(read_manifest(self.data.manifest), split)]
+
+    def tta(self, split: str) -> bool:
+        """Whether a split is scored flip-averaged: the test split, as evaluate scores it (evaluate.tta_flip)."""
+        return split == "test" and self.cfg.evaluate.tta_flip
 
     @property
     def classes(self) -> list[str]:
@@ -70,25 +74,25 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 def dense_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
     """The dense head on the split's cached features; on test, flip-averaged as evaluate does."""
-    head, n = load_for_inference(model_dir / "model.keras"), len(ds.classes)
-    tta = split == "test" and ds.cfg.evaluate.tta_flip
-    p, y = feature_probabilities(lambda x: probabilities(head, x, n), ds.data.features, split, tta)
+    head, n = load_for_inference(model_dir / MODEL_FILE), len(ds.classes)
+    p, y = feature_probabilities(lambda x: probabilities(head, x, n), ds.data.features, split, ds.tta(split))
     return scores(y, p)
 
 
 def finetune_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
     """The fine-tuned model on the split's images (flip-averaged on test, as evaluate does)."""
-    model = load_for_inference(model_dir / "model.keras")
-    tta = split == "test" and ds.cfg.evaluate.tta_flip
-    p = image_probabilities(model, ds.paths(split), len(ds.classes), ds.cfg.backbone.image_size, tta)
+    model = load_for_inference(model_dir / MODEL_FILE)
+    p = image_probabilities(model, ds.paths(split), len(ds.classes), ds.cfg.backbone.image_size, ds.tta(split))
     return scores(ds.labels(split), p)
 
 
 def baseline_scores(ds: Dataset, split: str) -> dict[str, float]:
     """The baseline to beat: scikit-learn's logistic regression on global-average-pooled features."""
-
     x, y = load_features(ds.data.features, "train")
     model = LogisticRegression(max_iter=5000).fit(x.mean(axis=(1, 2)), y)
-    tta = split == "test" and ds.cfg.evaluate.tta_flip
-    p, y_eval = feature_probabilities(lambda f: model.predict_proba(f.mean(axis=(1, 2))), ds.data.features, split, tta)
+
+    def pooled(features: np.ndarray) -> np.ndarray:
+        return model.predict_proba(features.mean(axis=(1, 2)))
+
+    p, y_eval = feature_probabilities(pooled, ds.data.features, split, ds.tta(split))
     return scores(y_eval, p)

@@ -22,6 +22,7 @@ from common import load, machine
 
 from recipe_data import baseline_scores, dataset, dense_scores, finetune_scores
 
+from pipeline.layout import MODEL_FILE
 from pipeline.stages.train_dense import train_dense
 from pipeline.stages.train_finetune import train_finetune
 
@@ -124,7 +125,7 @@ def run_dense(ds, overrides: dict, seed: int, out: Path, split: str) -> dict:
 def run_finetune(ds, overrides: dict, dense_dir: Path, seed: int, out: Path, split: str) -> dict:
     ft = ds.cfg.finetune.model_validate({**ds.cfg.finetune.model_dump(), **overrides, "seed": seed})
     start = time.perf_counter()
-    train_finetune(ds.data.manifest, dense_dir / "model.keras", out, ds.cfg.backbone, ft)
+    train_finetune(ds.data.manifest, dense_dir / MODEL_FILE, out, ds.cfg.backbone, ft)
     return {**finetune_scores(ds, out, split), "seconds": time.perf_counter() - start}
 
 
