@@ -28,14 +28,15 @@ from common import SHARED, load, machine
 
 import yaml
 
-from tests.test_e2e import _copy_repo  # noqa: E402  (the e2e test's copy: tracked + untracked-not-ignored files)
+from pipeline.layout import stage_parts
+from tests.helpers.project import copy_repo  # the tests' copy: tracked + untracked-not-ignored files
 
 STAGES = ["download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"]
 SWEEP = [{}, {"dropout": 0.3}, {"units": 128}, {"units": 512}, {"learning_rate": 1e-4}]
 
 
 def dvc(project: Path, *args: str) -> tuple[float, set[str]]:
-    """Seconds taken and the stages that ran."""
+    """Seconds taken and the stages that ran (without their `@<dataset>`: the copy has one dataset)."""
     env = {
         **os.environ,
         "PIPELINE_DATA_MIRROR": str(SHARED / "mirror"),
@@ -48,7 +49,8 @@ def dvc(project: Path, *args: str) -> tuple[float, set[str]]:
     seconds = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return seconds, {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    return seconds, {stage_parts(stage)[0] for stage in ran}
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     print(machine(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reruns-"))
-    project = _copy_repo(tmp / "project")
+    project = copy_repo(tmp / "project")
     params_file = project / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     data = project / "data" / params["data"]["name"]

@@ -16,9 +16,7 @@ from flows.artifacts import read_json_at, sweep_markdown
 from flows.dvc_commands import project_root
 from flows.overrides import head_settings, parse_assignment, parse_value
 from flows.tasks import experiment_name, run_experiment, slug
-from pipeline.layout import SUMMARY_FILE, DatasetLayout
-
-HEAD_STAGE = "train_dense"
+from pipeline.layout import SUMMARY_FILE, DatasetLayout, stage_id
 
 
 @flow(name="dense-head-sweep")
@@ -36,9 +34,9 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     rows = []
     for i, overrides in enumerate(settings, 1):
         experiment = f"{prefix}-{i}"
-        stages = run_experiment(experiment, overrides, [HEAD_STAGE], root, lock_timeout_s)
+        stages = run_experiment(experiment, overrides, [stage_id("train_dense", name)], root, lock_timeout_s)
         summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
-        extract = stages.get("extract", {}).get("outcome")
+        extract = stages.get(stage_id("extract", name), {}).get("outcome")
         rows.append({"overrides": overrides, "experiment": experiment, "summary": summary, "extract": extract})
         log.info(
             "%s %s: val_accuracy %.4f, val_loss %.4f",

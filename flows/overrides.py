@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ConfigError, parse_config, read_params
+from pipeline.config import Config, ConfigError, parse_all, parse_config, read_params
 from pipeline.layout import PARAMS_FILE
 
 
@@ -40,16 +40,27 @@ def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
         _set_all(params, overrides)
 
 
-def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
-    """params.yaml as this run sees it; a typo or out-of-range override fails before any stage starts."""
+def _effective(root: Path, overrides: dict[str, Any]) -> tuple[dict, str]:
     path = root / PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
-    return parse_config(apply_overrides(read_params(path), overrides), source)
+    return apply_overrides(read_params(path), overrides), source
+
+
+def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
+    """The default dataset's params as this run sees them; a typo or out-of-range override fails before any
+    stage starts."""
+    return parse_config(*_effective(root, overrides))
+
+
+def effective_configs(root: Path, overrides: dict[str, Any]) -> list[Config]:
+    """Every dataset's params as this run sees them (an override may add a dataset: datasets.<name>.url)."""
+    return parse_all(*_effective(root, overrides))
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:
-    """`-S key=value` arguments for `dvc exp run`; JSON keeps the types (1e-05 stays a number, "relu" a string)."""
-    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    """`-S ++key=value` arguments for `dvc exp run` (`++`: set, or add a key such as a new dataset's url); JSON
+    keeps the types (1e-05 stays a number, "relu" a string)."""
+    return [arg for key, value in overrides.items() for arg in ("-S", f"++{key}={json.dumps(value)}")]
 
 
 def parse_value(text: str) -> Any:

@@ -2,6 +2,7 @@
 directory `prefect deploy` ran in).
 
     python -m flows.run_pipeline                               # params.yaml as it is; one task per stage
+    python -m flows.run_pipeline --dataset cats_and_dogs_filtered   # one dataset's stages only
     python -m flows.run_pipeline -S dense.learning_rate=1e-4   # this run only: a DVC experiment, same tasks
 
 Without PREFECT_API_URL the flow runs on a temporary local Prefect server. See docs/orchestration.md.
@@ -19,44 +20,64 @@ from prefect.artifacts import create_markdown_artifact
 from flows.artifacts import pipeline_markdown, read_json_at
 from flows.dvc_commands import project_root, stage_order
 from flows.experiments import exp_env, scratch_clone
-from flows.overrides import effective_config, parse_assignment, parse_value, write_overrides
+from flows.overrides import effective_configs, parse_assignment, parse_value, write_overrides
 from flows.tasks import check_out_task, experiment_name, run_stages, save_experiment_task, slug
-from pipeline.layout import PARAMS_FILE, DatasetLayout
+from pipeline.config import ConfigError
+from pipeline.layout import PARAMS_FILE, DatasetLayout, stage_parts
+
+
+def _of(datasets: list[str], stages: list[str]) -> list[str]:
+    """The stages of `datasets`, and `source` (it checks every dataset), in `stages`' order."""
+    return [s for s in stages if stage_parts(s)[1] in (None, *datasets)]
 
 
 def run_experiment_stages(
-    root: Path, name: str, overrides: dict[str, Any], data: DatasetLayout, lock_timeout_s: float
-) -> tuple[dict[str, dict], dict | None, dict | None]:
-    """The overrides run as DVC experiment `name`, one task per stage in a scratch clone of `root` on its DVC
-    cache; the experiment is pushed back to `root`'s git repo. (stages, metrics, MLflow record) of the run."""
+    root: Path, name: str, overrides: dict[str, Any], datasets: list[str], lock_timeout_s: float
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The overrides run as DVC experiment `name`, one task per stage of `datasets` in a scratch clone of `root`
+    on its DVC cache; the experiment is pushed back to `root`'s git repo. (stages, each dataset's results)."""
     with scratch_clone(root, name) as clone:
         write_overrides(clone / PARAMS_FILE, overrides)
         check_out_task(name, clone, lock_timeout_s)
-        stages = run_stages(stage_order(clone), clone, lock_timeout_s, env=exp_env(root, clone, name))
+        order = _of(datasets, stage_order(clone))
+        stages = run_stages(order, clone, lock_timeout_s, env=exp_env(root, clone, name))
         save_experiment_task(name, clone, stages, str(root), lock_timeout_s)
-        return stages, read_json_at(clone, data.metrics), read_json_at(clone, data.mlflow_record)
+        return stages, {dataset: results_at(clone, dataset) for dataset in datasets}
+
+
+def results_at(root: Path, dataset: str) -> dict:
+    """What the run made of `dataset`: its test metrics and its MLflow record (None where missing)."""
+    data = DatasetLayout.of(dataset)  # relative to the project, as DVC names its files
+    return {"metrics": read_json_at(root, data.metrics), "mlflow": read_json_at(root, data.mlflow_record)}
 
 
 @flow(name="pipeline")
-def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 3600.0) -> dict:
-    """Every DVC stage in dependency order; DVC skips what is up to date.
+def pipeline(
+    overrides: dict[str, Any] | None = None, dataset: str | None = None, lock_timeout_s: float = 3600.0
+) -> dict:
+    """Every DVC stage in dependency order, for every dataset of params.yaml or only `dataset`; DVC skips what is
+    up to date. One markdown artifact per dataset.
 
-    overrides: params.yaml values for this run only, e.g. {"dense.learning_rate": 1e-4}. The run then is a
-    DVC experiment made in a scratch clone, stage by stage: params.yaml, dvc.lock and the workspace stay untouched.
+    overrides: params.yaml values for this run only, e.g. {"dense.learning_rate": 1e-4}, or a dataset added for it
+    ({"datasets.flowers.url": "/data/flowers.tgz"}). The run then is a DVC experiment made in a scratch clone, stage
+    by stage: params.yaml, dvc.lock and the workspace stay untouched.
+    dataset: one entry of `datasets` (default: all of them).
     lock_timeout_s: how long to wait while another DVC process (another flow run) holds the project's lock.
     """
     log = get_run_logger()
     root = project_root()
     overrides = overrides or {}
-    name = effective_config(root, overrides).data.name
-    log.info("project %s, dataset %s, overrides %s", root, name, overrides or "none")
-    data = DatasetLayout.of(name)  # relative to the project, as DVC names its files
+    names = [cfg.data.name for cfg in effective_configs(root, overrides)]
+    if dataset is not None and dataset not in names:
+        raise ConfigError(f"dataset {dataset!r} is not one of params.yaml's datasets: {', '.join(names)}")
+    datasets = [dataset] if dataset else names
+    log.info("project %s, datasets %s, overrides %s", root, ", ".join(datasets), overrides or "none")
     if overrides:
         experiment = experiment_name("pipeline")
-        stages, metrics, mlflow = run_experiment_stages(root, experiment, overrides, data, lock_timeout_s)
+        stages, results = run_experiment_stages(root, experiment, overrides, datasets, lock_timeout_s)
     else:
-        experiment, stages = None, run_stages(stage_order(root), root, lock_timeout_s)
-        metrics, mlflow = read_json_at(root, data.metrics), read_json_at(root, data.mlflow_record)
+        experiment, stages = None, run_stages(_of(datasets, stage_order(root)), root, lock_timeout_s)
+        results = {name: results_at(root, name) for name in datasets}
     outcomes = {stage: r["outcome"] for stage, r in stages.items()}
     ran = [s for s, o in outcomes.items() if o == "ran"]
     log.info(
@@ -64,20 +85,20 @@ def pipeline(overrides: dict[str, Any] | None = None, lock_timeout_s: float = 36
         ", ".join(ran) or "nothing",
         ", ".join(s for s in outcomes if s not in ran) or "nothing",
     )
-    create_markdown_artifact(
-        pipeline_markdown(name, stages, metrics, mlflow, experiment, overrides),
-        key=slug(f"pipeline-{name}"),
-        description=f"pipeline run on {name}",
-    )
+    for name, result in results.items():
+        create_markdown_artifact(
+            pipeline_markdown(
+                name,
+                {s: stages[s] for s in _of([name], list(stages))},
+                **result,
+                experiment=experiment,
+                overrides=overrides,
+            ),
+            key=slug(f"pipeline-{name}"),
+            description=f"pipeline run on {name}",
+        )
     seconds = {stage: r["seconds"] for stage, r in stages.items()}
-    return {
-        "project": str(root),
-        "experiment": experiment,
-        "stages": outcomes,
-        "seconds": seconds,
-        "metrics": metrics,
-        "mlflow": mlflow,
-    }
+    return {"project": str(root), "experiment": experiment, "stages": outcomes, "seconds": seconds, "datasets": results}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="override a params.yaml value for this run only (repeatable)",
     )
+    ap.add_argument("--dataset", help="run this entry of params.yaml's datasets only (default: every dataset)")
     ap.add_argument(
         "--lock-timeout",
         type=float,
@@ -99,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds to wait while another DVC process holds the project's lock",
     )
     args = ap.parse_args(argv)
-    pipeline(overrides={key: parse_value(value) for key, value in args.overrides}, lock_timeout_s=args.lock_timeout)
+    overrides = {key: parse_value(value) for key, value in args.overrides}
+    pipeline(overrides=overrides, dataset=args.dataset, lock_timeout_s=args.lock_timeout)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from flows.artifacts import OUTCOME_TEXT
 from flows.dvc_commands import run_dvc
 from flows.experiments import check_out, head_commit, save_experiment
 from flows.overrides import set_args
+from pipeline.layout import stage_parts
 
 # Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
 # step fails the same way again.
@@ -65,7 +66,7 @@ def run_stage(
 
 def stage_task(stage: str):
     """The stage's task, retried with growing delays where a retry can help."""
-    retries = RETRIES.get(stage, 0)
+    retries = RETRIES.get(stage_parts(stage)[0], 0)
     return run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(10) if retries else 0)
 
 

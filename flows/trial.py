@@ -19,9 +19,7 @@ from flows.experiments import exp_env
 from flows.overrides import effective_config, write_overrides
 from flows.tasks import run_stages, save_experiment_task
 from flows.tracking_cli import sweep_tracking
-from pipeline.layout import PARAMS_FILE, SUMMARY_FILE, DatasetLayout
-
-HEAD_STAGE = "train_dense"
+from pipeline.layout import PARAMS_FILE, SUMMARY_FILE, DatasetLayout, stage_id
 
 
 @flow(name="sweep-trial", flow_run_name="{setting}")
@@ -34,13 +32,14 @@ def trial(
     root = project_root()
     name = effective_config(root, overrides).data.name
     write_overrides(root / PARAMS_FILE, overrides)
-    order, inputs = needed_for(root, HEAD_STAGE)
+    head = stage_id("train_dense", name)
+    order, inputs = needed_for(root, head)
     # What the head stage reads is pulled; stages further up are only checked (--allow-missing): their data
     # stays on the remote, so no image is downloaded or decoded.
-    pull = {s: ["--pull"] if s in inputs | {HEAD_STAGE} else ["--pull", "--allow-missing"] for s in order}
+    pull = {s: ["--pull"] if s in inputs | {head} else ["--pull", "--allow-missing"] for s in order}
     log.info("checkout %s on %s: %s with %s", root, socket.gethostname(), " -> ".join(order), overrides)
     stages = run_stages(order, root, lock_timeout_s, pull)
-    run_dvc(["push", "--run-cache", HEAD_STAGE], root, log, lock_timeout_s)
+    run_dvc(["push", "--run-cache", head], root, log, lock_timeout_s)
     # A DVC experiment named after the trial, on the git remote the checkout came from: `dvc exp list origin`
     # names every trial; after `dvc exp pull origin`, `dvc exp show` lists them with their params and metrics.
     save_experiment_task(setting, root, stages, "origin", lock_timeout_s)

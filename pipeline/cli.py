@@ -1,5 +1,5 @@
-"""What every command-line entry point shares: logging, the --params option, and turning bad input into a
-one-line message with exit status 2 instead of a traceback."""
+"""What every command-line entry point shares: logging, the --params and --dataset options, and turning bad
+input into a one-line message with exit status 2 instead of a traceback."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def parser(doc: str | None, params_help: str = "parameters file") -> argparse.ArgumentParser:
-    """An argument parser with the module's docstring as help and the --params option."""
+    """An argument parser with the module's docstring as help and the --params and --dataset options."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=PARAMS_FILE, help=f"{params_help} (default: {PARAMS_FILE})")
+    ap.add_argument("--dataset", help="which entry of the parameters' datasets (default: data.name)")
     return ap
 
 

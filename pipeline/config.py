@@ -1,7 +1,10 @@
 """One typed view of params.yaml, validated once before any work starts.
 
 No key has a default here: params.yaml is the one place a value is set, so a missing key is an error, not a
-silent fallback to a value written in code."""
+silent fallback to a value written in code (but a dataset's sha256 / size pins: absent means null, unchecked).
+
+Datasets live side by side under `datasets:` (dvc.yaml runs each stage once per dataset). A Config is the view
+of one: `data` holds its name and source merged with the limits all share (`data:`)."""
 
 from __future__ import annotations
 
@@ -27,11 +30,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# A folder under data/, an MLflow experiment, a DVC stage key: no dot (DVC reads datasets.<name> as a key path).
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+SOURCE_KEYS = ("url", "sha256", "size")  # a datasets.<name> entry's keys (it may also set a shared limit of data:)
+
+
 class DataConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    name: str = Field(pattern=DATASET_NAME, max_length=100)
     url: str = Field(min_length=1)
-    sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    size: int | None = Field(gt=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    size: int | None = Field(default=None, gt=0)
     max_expanded_mb: int = Field(ge=1)  # an archive that expands to more is refused before anything is written
     max_expansion_ratio: float = Field(ge=1)  # expanded size / archive size above this: refused (zip bomb)
     download_deadline_s: float = Field(gt=0)  # the whole transfer, not one read: a trickling server is cut off
@@ -144,10 +152,14 @@ class Config(_Strict):
         return out
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def _describe(err: ValidationError, source: str, dataset: str = "", own: frozenset[str] = frozenset()) -> str:
+    """One line per bad value; `dataset`'s `own` keys (and its name) are named where they are written:
+    datasets.<name>.<key>, not data.<key>."""
     lines = [f"{source}: invalid parameters"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
+        if e["loc"][:1] == ("data",) and len(e["loc"]) > 1 and e["loc"][1] in {"name", *SOURCE_KEYS, *own}:
+            key = f"datasets.{dataset}.{key.removeprefix('data.')}"
         allowed = e.get("ctx", {}).get("expected")
         hint = f" (allowed: {allowed})" if allowed else ""
         if e["type"] in ("float_type", "int_type") and isinstance(e["input"], str):
@@ -157,13 +169,49 @@ def _describe(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: object, source: str = "params") -> Config:
+def dataset_names(raw: object, source: str = "params") -> list[str]:
+    """The keys of `datasets:`, in params.yaml's order (checked: a non-empty mapping of mappings)."""
+    if not isinstance(datasets := raw.get("datasets") if isinstance(raw, dict) else None, dict) or not datasets:
+        raise ConfigError(f"{source}: datasets: expected a mapping of dataset name -> {{url, sha256, size}}")
+    for name, entry in datasets.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: datasets.{name}: expected a mapping with url (sha256, size), got {entry!r}")
+    return list(datasets)
+
+
+def _select(raw: dict, dataset: str | None, source: str) -> dict:
+    """`raw` with `data` made the view of one dataset: `dataset`, else the default (data.name)."""
+    names = dataset_names(raw, source)
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: data: expected a mapping (the default dataset's name and shared limits)")
+    if "url" in data:
+        raise ConfigError(f"{source}: data.url: a dataset's URL is datasets.<name>.url (data.name: the default one)")
+    for what, name in (("data.name (the default dataset)", data.get("name")), ("--dataset", dataset or names[0])):
+        if name not in names:
+            raise ConfigError(
+                f"{source}: {what} {name!r} is not one of datasets: {', '.join(names)} "
+                f"(add one: dvc exp run -S '+datasets.{name}.url=<archive or folder>')"
+            )
+    name = dataset or data["name"]
+    return {k: v for k, v in raw.items() if k != "datasets"} | {"data": {**data, **raw["datasets"][name], "name": name}}
+
+
+def parse_config(raw: object, source: str = "params", dataset: str | None = None) -> Config:
+    """The Config of `dataset` (default: data.name)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    selected = _select(raw, dataset, source)
+    name = selected["data"]["name"]
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(selected)
     except ValidationError as err:
-        raise ConfigError(_describe(err, source)) from None
+        raise ConfigError(_describe(err, source, name, frozenset(raw["datasets"][name]))) from None
+
+
+def parse_all(raw: object, source: str = "params") -> list[Config]:
+    """Every dataset's Config, in params.yaml's order: each one validated."""
+    return [parse_config(raw, source, name) for name in dataset_names(raw, source)]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -185,12 +233,17 @@ def read_params(path: Path) -> object:
     return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
 
 
-def load_config(path: Path | str = PARAMS_FILE) -> Config:
+def load_params(path: Path | str = PARAMS_FILE) -> object:
+    """params.yaml as data; a missing file or bad YAML is a ConfigError."""
     path = Path(path)
     try:
-        raw = read_params(path)
+        return read_params(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(raw, str(path))
+
+
+def load_config(path: Path | str = PARAMS_FILE, dataset: str | None = None) -> Config:
+    """The Config of `dataset` (default: data.name, the default dataset)."""
+    return parse_config(load_params(path), str(path), dataset)

@@ -1,7 +1,8 @@
 """The one map of the project's files: params.yaml, and where each stage reads and writes under data/<name>/.
 
-dvc.yaml spells the same paths with `${data.name}` (a test checks that the two agree); flows, the predict
-command and the tests take them from here. Imports nothing heavy, so orchestration code can use it.
+dvc.yaml spells the same paths with `${key}`, the dataset of each foreach stage (a test checks that the two
+agree); flows, the predict command and the tests take them from here. Imports nothing heavy, so orchestration
+code can use it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,25 @@ PROJECT = Path(__file__).resolve().parents[1]  # this checkout
 PARAMS_FILE = Path("params.yaml")  # relative: the working directory's, as DVC and the CLIs use it
 DATA_ROOT = Path("data")
 LOCK_FILE = Path("dvc.lock")
-# The source stage's record: a fixed path, not under data/<name>/, so that DVC can write it before data.name
-# is known to be a safe folder name.
-SOURCE_RECORD = DATA_ROOT / "source.json"
+# The source stage's records, one <name>.json per dataset: a fixed folder, not under data/<name>/, so that DVC
+# can write it before every dataset's name is known to be a safe folder name.
+SOURCES = DATA_ROOT / "sources"
+
+
+def source_record(name: str) -> Path:
+    return SOURCES / f"{name}.json"
+
+
+def stage_id(stage: str, dataset: str) -> str:
+    """DVC's name of `stage` for one dataset: dvc.yaml runs each stage but `source` once per entry of `datasets`."""
+    return f"{stage}@{dataset}"
+
+
+def stage_parts(target: str) -> tuple[str, str | None]:
+    """(stage, dataset) of a DVC stage name: "train_dense@cats" -> ("train_dense", "cats"); "source" -> (…, None)."""
+    stage, sep, dataset = target.partition("@")
+    return stage, dataset if sep else None
+
 
 HEADS = ("dense", "finetune")  # the two models, in training order (the dense head is the cheaper one)
 SPLITS = ("train", "validation", "test")
@@ -37,7 +54,7 @@ SUMMARY_METRICS = ("best_epoch", "epochs_run", "val_loss", "val_accuracy")  # of
 
 @dataclass(frozen=True)
 class DatasetLayout:
-    """Paths of one dataset's pipeline outputs; `root` is data/<data.name> (relative to the project)."""
+    """Paths of one dataset's pipeline outputs; `root` is data/<name> (relative to the project)."""
 
     root: Path
 

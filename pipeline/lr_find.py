@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mlflow", action="store_true", help="also log the results to MLflow")
     args = ap.parse_args(argv)
     setup_logging()
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.dataset)
     data = DatasetLayout.of(cfg.data.name)
     result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
     files = write_results(result, data.lr_find(args.head), args.head)

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.model_uri:
         predictor = from_model_uri(args.model_uri)
     else:
-        cfg = load_config(args.params)
+        cfg = load_config(args.params, args.dataset)
         predictor = from_model_dir(args.model_dir or DatasetLayout.of(cfg.data.name).model_dir("finetune"), cfg)
     predictions = predict(args.inputs, predictor)
     for p in predictions:

@@ -1,7 +1,7 @@
 """What the last run produced, in a table that fits a 100-column terminal (`make pipeline` ends with it).
 
-    python -m pipeline.summary                  # the dataset params.yaml names
-    python -m pipeline.summary --params other.yaml
+    python -m pipeline.summary                  # every dataset of params.yaml, one block each
+    python -m pipeline.summary --dataset cats_and_dogs_filtered
 
 Both heads' test metrics (flip-averaged when evaluate.tta_flip is on) beside the validation loss of the epoch each
 model keeps, then where the report and the MLflow runs are. `dvc metrics show` has every number (README).
@@ -10,7 +10,7 @@ model keeps, then where the report and the MLflow runs are. `dvc metrics show` h
 from __future__ import annotations
 
 from pipeline.cli import parser, run_cli
-from pipeline.config import load_config
+from pipeline.config import load_config, load_params, parse_all
 from pipeline.files import read_json
 from pipeline.layout import HEADS, SPLITS, SUMMARY_FILE, DatasetLayout
 
@@ -46,8 +46,16 @@ def summary_lines(data: DatasetLayout, name: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
-    name = load_config(args.params).data.name
-    print("\n".join(summary_lines(DatasetLayout.of(name), name)))
+    if args.dataset:
+        names = [load_config(args.params, args.dataset).data.name]
+    else:
+        names = [cfg.data.name for cfg in parse_all(load_params(args.params), str(args.params))]
+    blocks = []
+    for name in names:
+        data = DatasetLayout.of(name)
+        lines = summary_lines(data, name) if data.metrics.is_file() else [f"{name}: not built yet (dvc repro)"]
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
 
 
 if __name__ == "__main__":

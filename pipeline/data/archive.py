@@ -25,7 +25,7 @@ from pipeline.files import atomic_path, copy_tree, log, scratch_dir, sha256_file
 from pipeline.layout import DATA_ROOT
 
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
-OFFLINE_HINT = f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, or set data.url to a local path."
+OFFLINE_HINT = f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, or set the dataset's url (datasets.<name>.url) to a local path."
 
 
 class DownloadError(RuntimeError):

@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="folder to write (default: data/<data.name>/reports/plots_offline)")
     args = ap.parse_args(argv)
     setup_logging()
-    out = args.out or DatasetLayout.of(load_config(args.project / args.params).data.name, args.project).offline_plots
+    if (out := args.out) is None:
+        out = DatasetLayout.of(
+            load_config(args.project / args.params, args.dataset).data.name, args.project
+        ).offline_plots
     print(write_offline_plots(args.project, out))
 
 

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     model_dirs = {h: d for h, d in zip(HEADS, (args.dense, args.finetune)) if d}
-    print(write_report(args.reports, model_dirs, args.manifest, load_config(args.params)))
+    print(write_report(args.reports, model_dirs, args.manifest, load_config(args.params, args.dataset)))
 
 
 if __name__ == "__main__":

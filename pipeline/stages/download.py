@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     with execution_record(args.execution) as facts:
-        info, facts["source"] = download(load_config(args.params).data, args.out)
+        info, facts["source"] = download(load_config(args.params, args.dataset).data, args.out)
         write_json(args.info, info)
 
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--execution", type=Path, help="JSON: when it ran and for how long (the MLflow run's end)")
     args = ap.parse_args(argv)
     setup_logging()
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.dataset)
     if not (args.images or (args.features and args.manifest)):
         ap.error("give --features and --manifest (test split) or --images FOLDER")
     with execution_record(args.execution) if args.execution else contextlib.nullcontext():

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--execution", type=Path, required=True, help="JSON: img/s per split, devices, seconds")
     args = ap.parse_args(argv)
     setup_logging()
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.dataset)
     with execution_record(args.execution) as facts:
         facts["images_per_second"] = extract(args.manifest, args.out, cfg.backbone, cfg.extract)
         facts["devices"] = describe_devices()

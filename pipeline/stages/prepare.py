@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--summary", type=Path, required=True, help="JSON counts (DVC metrics)")
     args = ap.parse_args(argv)
     setup_logging()
-    prepare(args.raw, args.out, args.summary, load_config(args.params).split)
+    prepare(args.raw, args.out, args.summary, load_config(args.params, args.dataset).split)
 
 
 if __name__ == "__main__":

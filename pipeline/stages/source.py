@@ -1,9 +1,10 @@
-"""Stage 0: check params.yaml and fingerprint the dataset's source, before any stage's outputs are touched.
+"""Stage 0: check params.yaml and fingerprint every dataset's source, before any stage's outputs are touched.
 
 DVC deletes a stage's declared outputs before it runs the stage's command, and every other stage's outputs are
-paths built from data.name: this stage's only output has a fixed path, so a bad name (or any invalid value)
-stops `dvc repro` here, with everything on disk as it was. It always runs (it costs a second); its output
-changes when data.url or the local archive or folder it names changes, and then the download stage re-runs.
+paths built from a dataset's name: this stage's only output is a fixed folder, so a bad name (or any invalid
+value, of any dataset) stops `dvc repro` here, with everything on disk as it was. It always runs (a second per
+dataset); the record of a dataset (data/sources/<name>.json) changes when its url or the local archive or folder
+it names changes, and then that dataset's download stage re-runs, and only that one.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cli import parser, run_cli, setup_logging
-from pipeline.config import load_config
+from pipeline.config import load_params, parse_all
 from pipeline.data.archive import DownloadError, source_fingerprint
-from pipeline.files import log, write_json
+from pipeline.files import atomic_path, log, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="JSON: the dataset's name, URL and source fingerprint")
+    ap.add_argument("--out", type=Path, required=True, help="folder: one JSON per dataset (name, URL, fingerprint)")
     args = ap.parse_args(argv)
     setup_logging()
-    data = load_config(args.params).data
-    write_json(args.out, {"name": data.name, "url": data.url, "source": source_fingerprint(data.url)})
-    log.info("params valid; source of %s fingerprinted in %s", data.name, args.out)
+    configs = parse_all(load_params(args.params), str(args.params))
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir()
+        for data in (cfg.data for cfg in configs):
+            record = {"name": data.name, "url": data.url, "source": source_fingerprint(data.url)}
+            write_json(tmp / f"{data.name}.json", record)
+    log.info("params valid; sources of %s fingerprinted in %s", ", ".join(c.data.name for c in configs), args.out)
 
 
 if __name__ == "__main__":

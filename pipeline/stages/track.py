@@ -64,7 +64,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
     params = run_params(cfg, data.download_info, data.manifest)
     metrics = read_json(data.metrics)
     runs, versions = {}, {}
-    tags = execution_tags(lock)
+    tags = execution_tags(lock, cfg.data.name)
     tags[EXECUTION_TAG] = execution_id(tags, params)
     crashed = fail_crashed_runs(experiment_id, tags[EXECUTION_TAG])
     if crashed:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    track(load_config(args.params), DatasetLayout(args.data), args.lock, args.out)
+    track(load_config(args.params, args.dataset), DatasetLayout(args.data), args.lock, args.out)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--execution", type=Path, required=True, help="JSON: training time")
     args = ap.parse_args(argv)
     setup_logging()
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.dataset)
     # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
     with execution_record(args.execution) as facts, live_training(cfg.data.name, "dense", "train_dense", facts) as live:
         summary = train_dense(args.features, args.out, cfg.dense, live)

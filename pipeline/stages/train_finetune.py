@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint and args.out.resolve() in (args.checkpoint.resolve(), *args.checkpoint.resolve().parents):
         ap.error("--checkpoint must be outside --out (DVC deletes a stage's outputs before running it)")
     setup_logging()
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.dataset)
     # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
     with (
         execution_record(args.execution) as facts,

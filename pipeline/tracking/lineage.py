@@ -15,9 +15,10 @@ from pathlib import Path
 import yaml
 
 from pipeline.files import sha256_json
+from pipeline.layout import stage_parts
 
 PREFECT_ENV = ("PREFECT__FLOW_RUN_ID", "PIPELINE_PREFECT_FLOW_RUN_ID")  # set by Prefect workers / by us
-_TAG_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed key characters; foreach stages are named `x@y`
+_TAG_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed key characters
 PINNED_MODULES = ("keras", "tensorflow", "numpy", "h5py")  # what loading a saved .keras model needs
 EXECUTION_TAG = "pipeline.execution"
 COMMIT_TAG = "mlflow.source.git.commit"
@@ -34,20 +35,23 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def lock_tags(lock: Path) -> dict[str, str]:
-    """`dvc.stage.<stage>.md5`: md5 of the stage's dvc.lock entry (cmd, dep/param/out hashes) as canonical JSON.
+def lock_tags(lock: Path, dataset: str | None = None) -> dict[str, str]:
+    """`dvc.stage.<stage>.md5`: md5 of the stage's dvc.lock entry (cmd, dep/param/out hashes) as canonical JSON,
+    for `dataset`'s stages (`<stage>@<dataset>`; None: the stages that are not per dataset).
 
     It changes whenever anything the stage saw or wrote changes; dvc.lock itself is logged as an artifact.
-    The stage running now (DVC_STAGE) is left out: its entry is still the previous execution's."""
+    Other datasets' stages are left out (adding a dataset changes nothing of this one's), and so is the stage
+    running now (DVC_STAGE): its entry is still the previous execution's."""
     if not lock.exists():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     stages.pop(os.environ.get("DVC_STAGE"), None)
+    mine = {stage: entry for name, entry in stages.items() for stage, of in [stage_parts(name)] if of == dataset}
     return {
-        f"dvc.stage.{_TAG_UNSAFE.sub('_', name)}.md5": hashlib.md5(
+        f"dvc.stage.{_TAG_UNSAFE.sub('_', stage)}.md5": hashlib.md5(
             json.dumps(entry, sort_keys=True).encode()
         ).hexdigest()
-        for name, entry in stages.items()
+        for stage, entry in mine.items()
     }
 
 
@@ -67,10 +71,10 @@ def workspace_tags(root: Path) -> dict[str, str]:
     return tags
 
 
-def execution_tags(lock: Path) -> dict[str, str]:
-    """Git commit of the project holding `lock`, its DVC stage hashes, the DVC experiment and the Prefect flow
+def execution_tags(lock: Path, dataset: str | None = None) -> dict[str, str]:
+    """Git commit of the project holding `lock`, `dataset`'s DVC stage hashes, the DVC experiment and the Prefect flow
     run when known, and a source that outlives the run (the git remote, else the project folder)."""
-    tags = {**lock_tags(lock), **workspace_tags(lock.resolve().parent)}
+    tags = {**lock_tags(lock, dataset), **workspace_tags(lock.resolve().parent)}
     # MLflow's default, the script path, is a temp folder under `dvc exp run --temp` and a venv path otherwise.
     root = project_root(lock)
     tags["mlflow.source.name"] = _git(root, "remote", "get-url", "origin") or str(root)

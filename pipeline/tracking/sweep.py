@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.cli import parser, run_cli
 from pipeline.config import load_config
 from pipeline.files import read_json
-from pipeline.layout import SUMMARY_METRICS
+from pipeline.layout import SUMMARY_METRICS, stage_parts
 from pipeline.tracking.lineage import workspace_tags
 
 
@@ -61,10 +61,10 @@ def child(uri: str, parent_id: str, params: Path, summary: Path, stages: dict, t
     values = read_json(summary)
     # The git commit and, when the trial set DVC_EXP_NAME, its DVC experiment (the tags a pipeline run gets).
     run_tags = {**workspace_tags(params.resolve().parent), **tags, "mlflow.parentRunId": parent_id, "sweep": "trial"}
-    run_tags |= {f"stage.{stage}": r["outcome"] for stage, r in stages.items()}
+    run_tags |= {f"stage.{stage_parts(stage)[0]}": r["outcome"] for stage, r in stages.items()}
     run = client.create_run(experiment_id, tags=run_tags, run_name=tags.get("setting"))
     metrics = {m: values[m] for m in SUMMARY_METRICS if values.get(m) is not None}
-    metrics |= {f"seconds.{stage}": r["seconds"] for stage, r in stages.items()}
+    metrics |= {f"seconds.{stage_parts(stage)[0]}": r["seconds"] for stage, r in stages.items()}
     client.log_batch(
         run.info.run_id,
         metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],

@@ -1,4 +1,4 @@
-"""Fault suite, params and inputs through DVC and the stage CLIs: a bad data.name stops `dvc repro` before any
+"""Fault suite, params and inputs through DVC and the stage CLIs: a bad dataset name stops `dvc repro` before any
 output is touched, duplicate keys are refused, a missing input is one line, a changed local dataset re-runs
 download, split fractions that leave no training image and ambiguous split-like class folders are named."""
 
@@ -36,22 +36,22 @@ def test_bad_data_name_stops_dvc_repro_before_any_output_is_touched(dvc_project,
     victim = tmp_path / "victim"  # where data/../../victim/raw points from the project
     (victim / "raw").mkdir(parents=True)
     (victim / "raw" / "precious.txt").write_text("keep me")
-    for name in ("../../victim", "my photos"):
+    for name in ("../../victim", "my photos", "v1.2"):  # a dot: DVC would read datasets.v1.2 as a key path
         write_params(root / "params.yaml", tiny_params({"data": {"name": name, "url": str(source)}}))
-        done = _run(["dvc", "repro", "download"], root)
+        done = _run(["dvc", "repro"], root)
         assert done.returncode != 0
-        assert "data.name" in done.stdout + done.stderr and "Traceback" not in done.stderr
-        assert "Running stage 'download'" not in done.stdout
+        assert f"datasets.{name}.name: String should match pattern" in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "Running stage 'download" not in done.stdout
     assert (victim / "raw" / "precious.txt").read_text() == "keep me"
 
 
 def test_a_changed_local_folder_reruns_download(dvc_project):
     root, source = dvc_project
-    assert "Running stage 'download'" in _run(["dvc", "repro", "download"], root).stdout
-    assert "Stage 'download' didn't change" in _run(["dvc", "repro", "download"], root).stdout
+    assert "Running stage 'download@tiny'" in _run(["dvc", "repro", "download"], root).stdout  # every download@
+    assert "Stage 'download@tiny' didn't change" in _run(["dvc", "repro", "download"], root).stdout
     make_image(source / "train" / "cats" / "cats.new.jpg", 0, 99)
     again = _run(["dvc", "repro", "download"], root)
-    assert "Running stage 'download'" in again.stdout, again.stdout + again.stderr
+    assert "Running stage 'download@tiny'" in again.stdout, again.stdout + again.stderr
     assert (root / "data" / "tiny" / "raw" / "train" / "cats" / "cats.new.jpg").is_file()
 
 

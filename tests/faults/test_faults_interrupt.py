@@ -162,12 +162,12 @@ def test_kill_dvc_repro_during_extract_then_repro_completes(project):
     data = project / "data" / "synthetic"
     proc = start(["dvc", "repro", "extract"], project, project.parent / "killed.log")
     assert kill_when(proc, lambda: any(data.glob(".tmp-features-*/features/train.npy"))), "repro ended unkilled"
-    assert "Running stage 'extract'" in (project.parent / "killed.log").read_text()
+    assert "Running stage 'extract@synthetic'" in (project.parent / "killed.log").read_text()
     assert not (data / "features").exists()
     assert "up to date" not in _dvc(project, "status", "extract").stdout  # DVC knows extract did not finish
 
     out = _dvc(project, "repro", "extract").stdout
-    assert "Stage 'prepare' didn't change" in out and "Running stage 'extract'" in out
+    assert "Stage 'prepare@synthetic' didn't change" in out and "Running stage 'extract@synthetic'" in out
     _assert_features_intact(project)
 
 

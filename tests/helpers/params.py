@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import Config, DataConfig, parse_config
+from pipeline.config import SOURCE_KEYS, Config, DataConfig, parse_config
 from tests.helpers import REPO
 
 # What differs from params.yaml: a 32 px backbone, small heads and batches, few epochs.
@@ -67,8 +67,19 @@ def repo_params() -> dict:
 
 
 def tiny_params(*overrides: dict) -> dict:
-    """params.yaml + TINY + `overrides` (e.g. {"data": {"name": "x", "url": "x.zip"}}): a complete params dict."""
-    return deep_merge(repo_params(), TINY, *overrides)
+    """params.yaml + TINY + `overrides` (e.g. {"data": {"name": "x", "url": "x.zip"}}): a complete params dict
+    with one dataset, data.name, whose source (url, sha256, size) the tests write under `data` for short and
+    params.yaml keeps under `datasets.<name>` (the repo's own datasets are replaced)."""
+    params = deep_merge(repo_params(), TINY, *overrides)
+    data = params["data"]
+    params["datasets"] = {data["name"]: {key: data.pop(key) for key in SOURCE_KEYS if key in data}}
+    return params
+
+
+def renamed(params: dict, name: str) -> dict:
+    """`params` (of one dataset) with that dataset called `name`."""
+    (source,) = params["datasets"].values()
+    return {**params, "data": {**params["data"], "name": name}, "datasets": {name: copy.deepcopy(source)}}
 
 
 def tiny_config(*overrides: dict) -> Config:

@@ -14,18 +14,20 @@ from pipeline.layout import LOCK_FILE, PARAMS_FILE, DatasetLayout
 from tests.helpers import REPO
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
-from tests.helpers.project import LOCK, git
+from tests.helpers.project import git, lock_of
 
-DATA_VAR = "data/${data.name}"  # how dvc.yaml spells a dataset's folder
+DATA_VAR = "data/${key}"  # how dvc.yaml spells a dataset's folder (foreach stages: ${key} is the dataset)
 STAGES = ("download", "prepare", "extract", "train_dense", "train_finetune", "evaluate")  # track aside
 
 
 def stage_command(stage: str, data: DatasetLayout) -> tuple[str, list[str]]:
-    """The module and arguments of `stage`'s command in dvc.yaml, its paths moved under `data.root`."""
-    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    """The module and arguments of `stage`'s command in dvc.yaml for the dataset `data.root.name`, its paths
+    moved under `data.root`."""
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
     python, flag, module, *args = shlex.split(cmd)
     assert (python, flag) == ("python", "-m"), cmd
-    return module, [str(data.root) + a[len(DATA_VAR) :] if a.startswith(DATA_VAR) else a for a in args]
+    args = [str(data.root) + a[len(DATA_VAR) :] if a.startswith(DATA_VAR) else a for a in args]
+    return module, [a.replace("${key}", data.root.name) for a in args]
 
 
 def run_stage(stage: str, data: DatasetLayout, params: Path) -> None:
@@ -71,7 +73,7 @@ def build_tiny_project(root: Path, name: str = "tiny") -> TinyProject:
     write_params(root / PARAMS_FILE, params)
     data = DatasetLayout.of(name, root)
     run_stages(data, root / PARAMS_FILE, first="download")
-    (root / LOCK_FILE).write_text(yaml.safe_dump(LOCK))
+    (root / LOCK_FILE).write_text(yaml.safe_dump(lock_of(name)))
     git(root, "init", "-q")
     git(root, "add", str(LOCK_FILE), str(PARAMS_FILE))
     git(root, "commit", "-qm", "tiny")

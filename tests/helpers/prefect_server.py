@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flows.dvc_commands import dvc_env
+from pipeline.layout import stage_id
 from tests.helpers.params import write_params
 from tests.helpers.processes import start, stop
 from tests.helpers.project import copy_repo, git
@@ -81,7 +82,7 @@ def scale_out_origin(tmp: Path, params: dict) -> tuple[Path, Path, Path]:
     write_params(root / "params.yaml", params)
     git(root, "init", "-q")
     _dvc(root, "remote", "add", "-d", "shared", str(remote))
-    _dvc(root, "repro", "extract")
+    _dvc(root, "repro", stage_id("extract", params["data"]["name"]))
     _dvc(root, "push", "--run-cache")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "features cached on the DVC remote")

@@ -8,14 +8,19 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-# A dvc.lock with one plain and one foreach-style (`x@y`) stage entry, for the DVC tags of MLflow runs.
-LOCK = {
-    "schema": "2.0",
-    "stages": {
-        "prepare": {"cmd": "python -m pipeline.stages.prepare", "outs": [{"md5": "a"}]},
-        "train@dense": {"cmd": "python -m pipeline.stages.train_dense"},
-    },
-}
+
+def lock_of(name: str) -> dict:
+    """A dvc.lock of dataset `name` beside another one (`stage@dataset` entries) and the plain `source` stage,
+    for the DVC tags of MLflow runs."""
+    return {
+        "schema": "2.0",
+        "stages": {
+            "source": {"cmd": "python -m pipeline.stages.source", "outs": [{"md5": "s"}]},
+            f"prepare@{name}": {"cmd": f"python -m pipeline.stages.prepare --dataset {name}", "outs": [{"md5": "a"}]},
+            f"train_dense@{name}": {"cmd": f"python -m pipeline.stages.train_dense --dataset {name}"},
+            "train_dense@other": {"cmd": "python -m pipeline.stages.train_dense --dataset other"},
+        },
+    }
 
 
 def git(cwd: Path, *args: str) -> str:

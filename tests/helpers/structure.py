@@ -13,19 +13,39 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.imports import closure, local_imports, module_file
-from pipeline.layout import HEADS, SOURCE_RECORD, DatasetLayout
+from pipeline.layout import HEADS, SOURCES, DatasetLayout, source_record, stage_id
 from tests.helpers import REPO
 
 CODE = ("pipeline/", "flows/")  # dvc.yaml deps under these are code deps
-DATA_VAR = "data/${data.name}"
+STAGE_DATA = "data/${key}"  # a per-dataset (foreach) stage's folder: ${key} is the dataset's name
+TOP_DATA = "data/${data.name}"  # top-level metrics and plots cannot loop: the default dataset's
 # Library folders whose modules import TensorFlow, Keras or MLflow: no flow may reach them.
 HEAVY = ("pipeline/model/", "pipeline/evaluation/", "pipeline/stages/", "pipeline/tracking/")
 HEAVY_PACKAGES = {"tensorflow", "keras", "mlflow"}
 MAX_LINES = 250
 
 
-def load_dvc_yaml(root: Path = REPO) -> dict:
-    return yaml.safe_load((root / "dvc.yaml").read_text())
+def load_dvc_yaml(root: Path = REPO, raw: bool = False) -> dict:
+    """dvc.yaml, each foreach stage's `do:` body in its place (raw: as written)."""
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    if not raw:
+        dvc["stages"] = {name: stage.get("do", stage) for name, stage in dvc["stages"].items()}
+    return dvc
+
+
+def dvc_stage_names(datasets: list[str], root: Path = REPO) -> set[str]:
+    """What DVC calls the stages of `datasets`: `source`, and `<stage>@<dataset>` for each per-dataset stage."""
+    per_dataset = [name for name, stage in load_dvc_yaml(root, raw=True)["stages"].items() if "foreach" in stage]
+    return {"source"} | {stage_id(stage, d) for stage in per_dataset for d in datasets}
+
+
+def foreach_problems(dvc: dict) -> list[str]:
+    """Every stage but `source` (which checks all datasets at once) runs once per entry of `datasets`."""
+    return [
+        f"stage {name}: foreach is {stage.get('foreach')!r}, not ${{datasets}}"
+        for name, stage in dvc["stages"].items()
+        if (name == "source") == (stage.get("foreach") == "${datasets}")
+    ]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -127,7 +147,7 @@ def layout_paths(data: DatasetLayout, stages: list[str]) -> set[Path]:
     """Every path pipeline/layout.py names for one dataset (its root aside)."""
     paths = {getattr(data, name) for name, value in vars(DatasetLayout).items() if isinstance(value, property)}
     paths |= {data.model_dir(h) for h in HEADS} | {data.model_file(h) for h in HEADS}
-    return paths | {data.execution(s) for s in stages} | {SOURCE_RECORD}
+    return paths | {data.execution(s) for s in stages} | {SOURCES, source_record(data.root.name)}
 
 
 def _data_strings(node: object) -> Iterator[str]:
@@ -147,20 +167,20 @@ def layout_problems(dvc: dict) -> list[str]:
     """dvc.yaml's data paths are those of pipeline/layout.py: each one a layout path or inside a layout folder;
     every stage out, and every data path argument of a stage's command, exactly a layout path; the
     --execution record the one of that stage."""
-    data = DatasetLayout(Path(DATA_VAR))
+    data = DatasetLayout(Path(STAGE_DATA))
     known = layout_paths(data, list(dvc["stages"]))
-    folders = {p for p in known if not p.suffix}
+    top = layout_paths(DatasetLayout(Path(TOP_DATA)), list(dvc["stages"]))
     places = [
-        (f"stage {name} {key}", stage.get(key))
+        (f"stage {name} {key}", stage.get(key), known)
         for name, stage in dvc["stages"].items()
         for key in ("deps", "outs", "metrics", "plots")
     ]
-    places += [("top-level metrics", dvc.get("metrics")), ("top-level plots", dvc.get("plots"))]
+    places += [("top-level metrics", dvc.get("metrics"), top), ("top-level plots", dvc.get("plots"), top)]
     problems = [
         f"{where}: {text} is neither a path of pipeline/layout.py nor inside one of its folders"
-        for where, node in places
+        for where, node, paths in places
         for text in _data_strings(node)
-        if Path(text) not in known and not any(Path(text).is_relative_to(f) for f in folders)
+        if Path(text) not in paths and not any(Path(text).is_relative_to(f) for f in paths if not f.suffix)
     ]
     for name, stage in dvc["stages"].items():
         problems += [
@@ -179,8 +199,9 @@ def layout_problems(dvc: dict) -> list[str]:
     return problems
 
 
-def schema_default_problems(module) -> list[str]:
-    """Every field of every pydantic model defined in `module` is required (params.yaml sets every value)."""
+def schema_default_problems(module, optional: frozenset[str] = frozenset()) -> list[str]:
+    """Every field of every pydantic model defined in `module` is required (params.yaml sets every value), but
+    those named in `optional` (`Model.field`)."""
     models = [
         m
         for m in vars(module).values()
@@ -190,5 +211,5 @@ def schema_default_problems(module) -> list[str]:
         f"{m.__name__}.{name} has a default ({field.default!r})"
         for m in models
         for name, field in m.model_fields.items()
-        if not field.is_required()
+        if not field.is_required() and f"{m.__name__}.{name}" not in optional
     ]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.layout import DatasetLayout
+from pipeline.layout import DatasetLayout, stage_id
 from tests.helpers import SHARED
 from tests.helpers.project import copy_repo
-from tests.helpers.structure import load_dvc_yaml
+from tests.helpers.structure import dvc_stage_names
 
 pytestmark = pytest.mark.e2e
 # Both heads must at least match the logistic-regression baseline's neighbourhood (98.6 % here): a floor that
@@ -61,9 +61,10 @@ def test_dvc_repro_on_real_data(tmp_path):
         params[section].update(keys)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     first = _repro(project)
-    assert _ran(first) == set(load_dvc_yaml()["stages"])  # a fresh copy runs every stage
+    name = params["data"]["name"]
+    assert _ran(first) == dvc_stage_names([name])  # a fresh copy runs every stage
 
-    data = DatasetLayout.of(params["data"]["name"], project)
+    data = DatasetLayout.of(name, project)
     metrics = json.loads(data.metrics.read_text())
     summaries = {h: json.loads((data.model_dir(h) / "summary.json").read_text()) for h in ("dense", "finetune")}
     print(
@@ -88,6 +89,8 @@ def test_dvc_repro_on_real_data(tmp_path):
     # covered on tiny data in test_flows and timed in benchmarks/.)
     params["dense"]["dropout"] = 0.4
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_repro(project, "--single-item", "train_dense")) == {"train_dense"}
-    assert _stale(project) == {"source", "train_finetune", "evaluate", "track"}  # source: always_changed
+    head = stage_id("train_dense", name)
+    assert _ran(_repro(project, "--single-item", head)) == {head}
+    stale = {"source", *(stage_id(s, name) for s in ("train_finetune", "evaluate", "track"))}  # source: always_changed
+    assert _stale(project) == stale
     assert features.stat().st_mtime_ns == stamp

@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.dvc_commands import stage_order
-from pipeline.layout import DatasetLayout
+from pipeline.layout import DatasetLayout, stage_id
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.prefect_server import prefect_cli, prefect_server
@@ -71,7 +71,7 @@ def _run(project: tuple[Path, dict], deployment: str, **params) -> tuple[str, st
 
 def _stage_rows(report: str) -> dict[str, tuple[str, str]]:
     """The stage -> (outcome, seconds) table of a pipeline run's artifact."""
-    rows = re.findall(r"^\| (\w+) \| ([^|]+) \| ([^|]*) \|$", report, re.MULTILINE)
+    rows = re.findall(r"^\| ([\w@.-]+) \| ([^|]+) \| ([^|]*) \|$", report, re.MULTILINE)
     return {s: (o, sec) for s, o, sec in rows if s != "stage"}
 
 
@@ -131,7 +131,7 @@ def test_deployment_run_is_logged_to_mlflow(project, first_run, mlflow_server):
 @pytest.mark.servers
 def test_unchanged_project_recomputes_nothing(project, first_run):
     root, env = project
-    run_id, report = _run(project, "pipeline/default")
+    run_id, report = _run(project, "pipeline/default", dataset=NAME)  # its one dataset, named
     outcomes = _stages(report)
     assert outcomes.pop("source") == "ran"  # the params and source check runs every time (always_changed)
     assert set(outcomes.values()) == {"skipped (unchanged)"}
@@ -153,8 +153,8 @@ def test_override_reruns_only_what_depends_on_it_as_an_experiment(project, first
         lock.unlock()
     stages = _stages(report)
     ran = {s for s, outcome in stages.items() if outcome == "ran"}
-    assert ran == {"source", "train_dense", "train_finetune", "evaluate", "track"}
-    assert stages["extract"] == "skipped (unchanged)"
+    assert ran == {"source", *(stage_id(s, NAME) for s in ("train_dense", "train_finetune", "evaluate", "track"))}
+    assert stages[stage_id("extract", NAME)] == "skipped (unchanged)"
     assert all(float(seconds) > 0 for _, seconds in _stage_rows(report).values())  # each stage its own command
     assert {f: (root / f).read_bytes() for f in before} == before  # the workspace is untouched
     assert _mtimes(DatasetLayout.of(NAME, root).features) == first_run[2]

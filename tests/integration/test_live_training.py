@@ -16,7 +16,7 @@ from pipeline.layout import DatasetLayout
 from pipeline.stages.track import track
 from pipeline.tracking.lineage import EXECUTION_TAG, run_name
 from pipeline.tracking.live import RUN_ID_KEY, STATE_TAG
-from tests.helpers.params import deep_merge, write_params
+from tests.helpers.params import renamed, write_params
 from tests.helpers.pipeline import run_stage, stage_command
 from tests.helpers.processes import env
 from tests.helpers.servers import free_port, silent_listener
@@ -29,7 +29,7 @@ def _project(tiny_project, dest: Path, name: str) -> tuple[DatasetLayout, Path, 
     """A copy of the tiny project whose dataset (and so MLflow experiment) is called `name`."""
     root = shutil.copytree(tiny_project.root, dest, symlinks=True)
     (root / "data" / tiny_project.cfg.data.name).rename(root / "data" / name)
-    params = deep_merge(tiny_project.params, {"data": {"name": name}})
+    params = renamed(tiny_project.params, name)
     write_params(root / "params.yaml", params)
     return DatasetLayout.of(name, root), root, params
 

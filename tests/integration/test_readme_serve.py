@@ -14,7 +14,7 @@ import pytest
 from pipeline.layout import PARAMS_FILE, DatasetLayout
 from pipeline.predict import from_model_dir, predict
 from tests.helpers import REPO
-from tests.helpers.params import deep_merge, repo_params, write_params
+from tests.helpers.params import renamed, repo_params, write_params
 from tests.helpers.pipeline import stage_command
 from tests.helpers.processes import env, start, stop
 from tests.helpers.servers import free_port, wait_healthy
@@ -36,7 +36,7 @@ def project(tiny_project, tmp_path_factory):
     name = repo_params()["data"]["name"]
     root = shutil.copytree(tiny_project.root, tmp_path_factory.mktemp("readme") / "project", symlinks=True)
     (root / "data" / tiny_project.cfg.data.name).rename(root / "data" / name)  # its manifest's paths are relative
-    write_params(root / PARAMS_FILE, deep_merge(tiny_project.params, {"data": {"name": name}}))
+    write_params(root / PARAMS_FILE, renamed(tiny_project.params, name))
     module, args = stage_command("track", DatasetLayout.of(name, root))
     environ = {k: v for k, v in env(DVC_ROOT=str(root)).items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [sys.executable, "-m", module, "--params", str(root / PARAMS_FILE), *args]

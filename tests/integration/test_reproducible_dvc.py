@@ -9,14 +9,14 @@ import subprocess
 
 import yaml
 
-from pipeline.layout import DatasetLayout
+from pipeline.layout import DatasetLayout, stage_id
 from tests.helpers import REPO
 from tests.helpers.compare import folder_differences
 from tests.helpers.faults import rgba_png
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.processes import env
-from tests.helpers.structure import load_dvc_yaml
+from tests.helpers.structure import dvc_stage_names
 
 NAME = "repro"
 # What the runs must produce (at least); everything they write is compared.
@@ -51,7 +51,7 @@ def _project(root, archive):
 
 
 def _without_track_outs(lock):
-    lock["stages"]["track"].pop("outs")  # mlflow.json: run ids and versions, new on every run by nature
+    lock["stages"][stage_id("track", NAME)].pop("outs")  # mlflow.json: run ids and versions, new on every run
     return lock
 
 
@@ -72,11 +72,12 @@ def test_two_dvc_repros_give_the_same_dvc_lock_and_outputs(tmp_path):
     for proc, log in zip(procs, logs):
         assert proc.returncode == 0, log[-5000:]
     locks = [yaml.safe_load((p / "dvc.lock").read_text()) for p in projects]
-    assert set(locks[0]["stages"]) == set(load_dvc_yaml()["stages"])  # every stage ran and is locked
+    assert set(locks[0]["stages"]) == dvc_stage_names([NAME])  # every stage ran and is locked
     outs = [
         {f"{s}: {o['path']}": o["md5"] for s, e in lock["stages"].items() for o in e.get("outs", [])} for lock in locks
     ]
-    differing = sorted(k for k in outs[0] if outs[0][k] != outs[1].get(k) and not k.startswith("track:"))
+    track = stage_id("track", NAME)
+    differing = sorted(k for k in outs[0] if outs[0][k] != outs[1].get(k) and not k.startswith(f"{track}:"))
     first, second = (DatasetLayout.of(NAME, p).root for p in projects)
     written = {p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()}
     assert written >= OUTPUTS

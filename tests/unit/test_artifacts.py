@@ -101,6 +101,7 @@ def test_each_stage_gets_the_time_until_the_next_stage_line():
 
 
 def test_a_head_needs_the_stages_up_to_the_features_and_reads_only_extracts_outputs():
-    order, reads = needed_for(REPO, "train_dense")
-    assert order == ["source", "download", "prepare", "extract", "train_dense"]
-    assert reads == {"extract"}
+    name = "cats_and_dogs_filtered"
+    order, reads = needed_for(REPO, f"train_dense@{name}")
+    assert order == ["source", *(f"{s}@{name}" for s in ("download", "prepare", "extract", "train_dense"))]
+    assert reads == {f"extract@{name}"}

@@ -2,7 +2,15 @@
 
 import pytest
 
-from flows.overrides import apply_overrides, effective_config, expand_grid, parse_assignment, parse_value, set_args
+from flows.overrides import (
+    apply_overrides,
+    effective_config,
+    effective_configs,
+    expand_grid,
+    parse_assignment,
+    parse_value,
+    set_args,
+)
 from pipeline.config import ConfigError
 from tests.helpers.params import tiny_params, write_params
 
@@ -16,9 +24,9 @@ def test_overrides_are_checked_before_anything_runs(tmp_path):
             effective_config(tmp_path, typo)
     assert set_args({"dense.learning_rate": 1e-5, "dense.activation": "relu"}) == [
         "-S",
-        "dense.learning_rate=1e-05",
+        "++dense.learning_rate=1e-05",  # ++: set, or add (a new dataset's url)
         "-S",
-        'dense.activation="relu"',
+        '++dense.activation="relu"',
     ]
     assert expand_grid({"dense.units": [8, 16], "dense.dropout": [0.1]}) == [
         {"dense.units": 8, "dense.dropout": 0.1},
@@ -40,3 +48,12 @@ def test_command_line_values_keep_their_types():
         parse_assignment("dense.units")
     with pytest.raises(ConfigError):
         expand_grid({"dense.units": []})
+
+
+def test_an_override_may_add_a_dataset_and_is_checked_with_it(tmp_path):
+    write_params(tmp_path / "params.yaml", tiny_params({"data": {"name": "first", "url": "first.zip"}}))
+    configs = effective_configs(tmp_path, {"datasets.second.url": "/data/second.tgz"})
+    assert [(c.data.name, c.data.url) for c in configs] == [("first", "first.zip"), ("second", "/data/second.tgz")]
+    with pytest.raises(ConfigError, match="datasets.second.sha256"):
+        effective_configs(tmp_path, {"datasets.second.url": "x.zip", "datasets.second.sha256": "abc"})
+    assert set_args({"datasets.second.url": "/data/second.tgz"}) == ["-S", '++datasets.second.url="/data/second.tgz"']

@@ -18,6 +18,7 @@ from tests.helpers.structure import (
     code_closure,
     code_dep_problems,
     flow_problems,
+    foreach_problems,
     layering_problems,
     layout_problems,
     load_dvc_yaml,
@@ -111,24 +112,35 @@ def test_dvc_yaml_paths_are_those_of_the_layout():
 
 def test_a_path_outside_the_layout_is_reported():
     dvc = copy.deepcopy(DVC)
-    dvc["stages"]["evaluate"]["outs"].append("data/${data.name}/reports/extra.html")
-    dvc["stages"]["train_dense"]["deps"] = ["data/${data.name}/feature"]  # a typo
+    dvc["stages"]["evaluate"]["outs"].append("data/${key}/reports/extra.html")
+    dvc["stages"]["train_dense"]["deps"] = ["data/${key}/feature"]  # a typo
     dvc["plots"].append("data/${data.name}/plot.png")
+    dvc["metrics"].append("data/${key}/execution/extract.json")  # top level: no ${key} there
     stage = dvc["stages"]["extract"]
     stage["cmd"] = stage["cmd"].replace("execution/extract.json", "execution/x.json")
     assert layout_problems(dvc) == [
-        "stage train_dense deps: data/${data.name}/feature is neither a path of pipeline/layout.py nor inside "
+        "stage train_dense deps: data/${key}/feature is neither a path of pipeline/layout.py nor inside "
         "one of its folders",
+        "top-level metrics: data/${key}/execution/extract.json is neither a path of pipeline/layout.py nor "
+        "inside one of its folders",
         "top-level plots: data/${data.name}/plot.png is neither a path of pipeline/layout.py nor inside one of "
         "its folders",
-        "stage extract cmd: --execution data/${data.name}/execution/x.json is not "
-        "data/${data.name}/execution/extract.json",
-        "stage evaluate outs: data/${data.name}/reports/extra.html is not a path of pipeline/layout.py",
+        "stage extract cmd: --execution data/${key}/execution/x.json is not data/${key}/execution/extract.json",
+        "stage evaluate outs: data/${key}/reports/extra.html is not a path of pipeline/layout.py",
     ]
 
 
+def test_every_stage_but_source_runs_once_per_dataset():
+    raw = load_dvc_yaml(raw=True)
+    assert foreach_problems(raw) == []
+    raw["stages"]["evaluate"] = raw["stages"]["evaluate"]["do"]
+    assert foreach_problems(raw) == ["stage evaluate: foreach is None, not ${datasets}"]
+
+
 def test_schema_has_no_defaults_and_params_yaml_validates():
-    assert schema_default_problems(pipeline.config) == []
+    # A dataset's pins may be left out (`-S '+datasets.x.url=…'` adds a dataset by its URL alone): null.
+    assert schema_default_problems(pipeline.config, frozenset({"DataConfig.sha256", "DataConfig.size"})) == []
+    assert schema_default_problems(pipeline.config)[:1] == ["DataConfig.sha256 has a default (None)"]
     assert set(load_config(REPO / "params.yaml").flat())  # every key present and valid
 
 

@@ -2,9 +2,9 @@
 
 from pipeline.files import read_json
 from pipeline.layout import HEADS, DatasetLayout
-from pipeline.summary import WIDTH, summary_lines
+from pipeline.summary import WIDTH, main, summary_lines
 from tests.helpers import REPO
-from tests.helpers.params import repo_params
+from tests.helpers.params import repo_params, write_params
 
 
 def test_summary_fits_a_terminal_and_quotes_the_metrics():
@@ -17,3 +17,17 @@ def test_summary_fits_a_terminal_and_quotes_the_metrics():
         row = next(line for line in lines if line.startswith(head))
         assert f"{metrics[head]['accuracy']:.2%}" in row and f"{metrics[head]['f1']:.3f}" in row
     assert any(str(data.report) in line for line in lines)
+
+
+def test_every_dataset_gets_a_block_and_one_not_built_says_so(tmp_path, monkeypatch, capsys):
+    params = repo_params()
+    name = params["data"]["name"]
+    params["datasets"]["later"] = {"url": "/nowhere/later.zip"}
+    write_params(tmp_path / "params.yaml", params)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).symlink_to(REPO / "data" / name)  # the committed run's files
+    monkeypatch.chdir(tmp_path)
+    main([])
+    first, second = capsys.readouterr().out.split("\n\n")
+    assert first.splitlines() == summary_lines(DatasetLayout.of(name), name)
+    assert second.strip() == "later: not built yet (dvc repro)"

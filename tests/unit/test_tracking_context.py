@@ -6,12 +6,12 @@ import json
 import pytest
 import yaml
 
-from pipeline.config import Config
+from pipeline.config import SOURCE_KEYS, Config, DataConfig
 from pipeline.tracking.lineage import lock_tags
 from pipeline.tracking.runs import pick_champion
 from pipeline.tracking.store import artifact_location, tracking_uri
 from tests.helpers import REPO
-from tests.helpers.project import LOCK
+from tests.helpers.project import lock_of
 
 
 def test_default_store_is_sqlite_in_the_project(tmp_path, monkeypatch):
@@ -28,11 +28,14 @@ def test_default_store_is_sqlite_in_the_project(tmp_path, monkeypatch):
 
 def test_lock_tags_hash_each_stage_entry_except_the_running_one(tmp_path, monkeypatch):
     lock = tmp_path / "dvc.lock"
-    lock.write_text(yaml.safe_dump(LOCK))
-    monkeypatch.setenv("DVC_STAGE", "prepare")  # as DVC sets it: this entry is the previous execution's
-    entry = json.dumps(LOCK["stages"]["train@dense"], sort_keys=True).encode()
-    assert lock_tags(lock) == {"dvc.stage.train_dense.md5": hashlib.md5(entry).hexdigest()}  # `@`: not a tag char
-    assert lock_tags(tmp_path / "missing.lock") == {}
+    lock.write_text(yaml.safe_dump(lock_of("cats")))
+    monkeypatch.setenv("DVC_STAGE", "prepare@cats")  # as DVC sets it: this entry is the previous execution's
+    entry = json.dumps(lock_of("cats")["stages"]["train_dense@cats"], sort_keys=True).encode()
+    # One dataset's stages, named without the dataset: another dataset's and `source` are not its own.
+    assert lock_tags(lock, "cats") == {"dvc.stage.train_dense.md5": hashlib.md5(entry).hexdigest()}
+    assert set(lock_tags(lock, "other")) == {"dvc.stage.train_dense.md5"}
+    assert set(lock_tags(lock)) == {"dvc.stage.source.md5"}
+    assert lock_tags(tmp_path / "missing.lock", "cats") == {}
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,8 @@ def test_pick_champion(accuracy, current, promoted):
 
 
 def test_track_stage_depends_on_every_params_section():
-    """It logs them all, so a change to any of them must re-run it."""
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["track"]
-    assert stage["params"] == list(Config.model_fields)
+    """It logs them all, so a change to any of them must re-run it: its dataset's own entry and every shared
+    key but which dataset is the default (data.name)."""
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["track"]["do"]
+    shared = [f"data.{key}" for key in DataConfig.model_fields if key not in ("name", *SOURCE_KEYS)]
+    assert stage["params"] == ["datasets.${key}", *shared, *list(Config.model_fields)[1:]]
