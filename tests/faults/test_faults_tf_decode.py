@@ -90,6 +90,7 @@ def test_served_model_answers_per_row_in_every_request_format(files, tmp_path, f
     _classifier().save(model_dir / MODEL_FILE)
     write_json(model_dir / SUMMARY_FILE, {"classes": CLASSES})
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("served")  # not the experiment id an earlier test's track() left active (another store's)
     with mlflow.start_run():
         info = log_pyfunc_model(model_dir, True, good[0])
     model = mlflow.pyfunc.load_model(info.model_uri)
