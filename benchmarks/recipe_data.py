@@ -1,8 +1,10 @@
-"""What benchmarks/recipes.py trains on and how it scores: both real datasets prepared and extracted once under
-.cache/bench/<name>/ by the pipeline's own stage functions, and validation (or test) scores of a trained model."""
+"""What benchmarks/recipes.py trains on and how it scores: both real datasets, and a low-resolution twin of each,
+prepared and extracted once under .cache/bench/<name>/ by the pipeline's own stage functions, and validation (or
+test) scores of a trained model."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from common import REPO, SHARED
 
 import numpy as np
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
@@ -27,6 +30,27 @@ DATASETS = {
     "cats_and_dogs_filtered": SHARED / "mirror" / "cats_and_dogs_filtered.zip",
     "hymenoptera_data": SHARED / "mirror" / "hymenoptera_data.zip",
 }
+# Low-resolution twins (the same images and splits, short side LOW_RES px, upscaled again by the backbone's
+# resize): how a dataset of small photos looks to the pipeline, for recipes that must also work there.
+LOW_RES = 40
+TWINS = {f"{name}_lowres": name for name in DATASETS}
+
+
+def _low_res(src: Path, dest: Path) -> None:
+    """Each file of `src` in the same place under `dest`, an image shrunk to a LOW_RES px short side (bicubic,
+    JPEG quality 90); what is no image is copied, so prepare quarantines it as in the original."""
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        out = dest / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
+        except OSError:
+            shutil.copy(path, out)
+            continue
+        scale = LOW_RES / min(rgb.size)
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb.resize(size, Image.Resampling.BICUBIC).save(out, format="JPEG", quality=90)
 
 
 @dataclass(frozen=True)
@@ -51,13 +75,18 @@ class Dataset:
 
 
 def dataset(name: str) -> Dataset:
-    """Downloaded (from ../shared), prepared and extracted with params.yaml's split, backbone and extract keys."""
+    """Downloaded (from ../shared) or shrunk from its original (a twin), prepared and extracted with params.yaml's
+    split, backbone and extract keys."""
     base = load_config(REPO / "params.yaml")
-    cfg = base.model_copy(update={"data": base.data.model_copy(update={"name": name, "url": str(DATASETS[name])})})
+    url = str(DATASETS.get(name) or DatasetLayout.of(TWINS[name], WORK).raw)
+    cfg = base.model_copy(update={"data": base.data.model_copy(update={"name": name, "url": url})})
     data = DatasetLayout.of(name, WORK)
     if not (data.features / "meta.json").exists():
         start = time.perf_counter()
-        download(cfg.data, data.raw)
+        if name in TWINS:
+            _low_res(dataset(TWINS[name]).data.raw, data.raw)
+        else:
+            download(cfg.data, data.raw)
         prepare(data.raw, data.prepared, data.prepare_summary, cfg.split)
         extract(data.manifest, data.features, cfg.backbone, cfg.extract)
         print(f"{name}: prepared and extracted in {time.perf_counter() - start:.0f} s", flush=True)

@@ -6,6 +6,8 @@ features). Prints mean ± std of validation accuracy and log loss, and the wall 
     python benchmarks/recipes.py --only dense --seeds 42 43 44
     python benchmarks/recipes.py --final              # params.yaml's recipe on the TEST split, once chosen
 
+    python benchmarks/recipes.py --datasets hymenoptera_data_lowres cats_and_dogs_filtered_lowres   # 40 px twins
+
 Datasets are prepared and extracted once under .cache/bench/ (benchmarks/recipe_data.py). A fine-tune candidate
 starts from the dense head of the recipe named in FINETUNE_FROM, trained with the same seed.
 """
