@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from pipeline.config import Config, load_config
 from pipeline.data.archive import download
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
+from pipeline.files import atomic_path
 from pipeline.layout import MODEL_FILE, DatasetLayout
 from pipeline.model.features import feature_probabilities, load_features
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
@@ -74,19 +75,34 @@ class Dataset:
         return classes_of(read_manifest(self.data.manifest))
 
 
+def _config(name: str) -> Config:
+    """params.yaml with `name`'s data section: its archive in ../shared, or (a twin) its shrunk folder."""
+    base = load_config(REPO / "params.yaml")
+    url = str(DATASETS.get(name) or DatasetLayout.of(name, WORK).raw)
+    return base.model_copy(update={"data": base.data.model_copy(update={"name": name, "url": url})})
+
+
+def _raw(name: str) -> Path:
+    """`name`'s raw folder under WORK: downloaded, or a twin shrunk from its original's raw folder (only that:
+    the original is not prepared or extracted for it). Written whole or not at all."""
+    raw = DatasetLayout.of(name, WORK).raw
+    if not raw.exists():
+        with atomic_path(raw) as tmp:
+            if name in TWINS:
+                _low_res(_raw(TWINS[name]), tmp)
+            else:
+                download(_config(name).data, tmp)
+    return raw
+
+
 def dataset(name: str) -> Dataset:
     """Downloaded (from ../shared) or shrunk from its original (a twin), prepared and extracted with params.yaml's
     split, backbone and extract keys."""
-    base = load_config(REPO / "params.yaml")
-    url = str(DATASETS.get(name) or DatasetLayout.of(TWINS[name], WORK).raw)
-    cfg = base.model_copy(update={"data": base.data.model_copy(update={"name": name, "url": url})})
+    cfg = _config(name)
     data = DatasetLayout.of(name, WORK)
     if not (data.features / "meta.json").exists():
         start = time.perf_counter()
-        if name in TWINS:
-            _low_res(dataset(TWINS[name]).data.raw, data.raw)
-        else:
-            download(cfg.data, data.raw)
+        _raw(name)
         prepare(data.raw, data.prepared, data.prepare_summary, cfg.split)
         extract(data.manifest, data.features, cfg.backbone, cfg.extract)
         print(f"{name}: prepared and extracted in {time.perf_counter() - start:.0f} s", flush=True)

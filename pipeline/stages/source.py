@@ -15,6 +15,7 @@ from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import load_params, parse_all
 from pipeline.data.archive import DownloadError, source_fingerprint
 from pipeline.files import atomic_path, log, write_json
+from pipeline.layout import source_record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp.mkdir()
         for data in (cfg.data for cfg in configs):
             record = {"name": data.name, "url": data.url, "source": source_fingerprint(data.url)}
-            write_json(tmp / f"{data.name}.json", record)
+            write_json(tmp / source_record(data.name).name, record)
     log.info("params valid; sources of %s fingerprinted in %s", ", ".join(c.data.name for c in configs), args.out)
 
 

@@ -15,8 +15,8 @@ from tests.helpers import REPO
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.project import git, lock_of
+from tests.helpers.structure import STAGE_DATA
 
-DATA_VAR = "data/${key}"  # how dvc.yaml spells a dataset's folder (foreach stages: ${key} is the dataset)
 STAGES = ("download", "prepare", "extract", "train_dense", "train_finetune", "evaluate")  # track aside
 
 
@@ -26,7 +26,7 @@ def stage_command(stage: str, data: DatasetLayout) -> tuple[str, list[str]]:
     cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
     python, flag, module, *args = shlex.split(cmd)
     assert (python, flag) == ("python", "-m"), cmd
-    args = [str(data.root) + a[len(DATA_VAR) :] if a.startswith(DATA_VAR) else a for a in args]
+    args = [str(data.root) + a[len(STAGE_DATA) :] if a.startswith(STAGE_DATA) else a for a in args]
     return module, [a.replace("${key}", data.root.name) for a in args]
 
 
