@@ -187,8 +187,7 @@ def _select(raw: dict, dataset: str | None, source: str) -> dict:
         raise ConfigError(f"{source}: data: expected a mapping (the default dataset's name and shared limits)")
     if "url" in data:
         raise ConfigError(f"{source}: data.url: a dataset's URL is datasets.<name>.url (data.name: the default one)")
-    asked = [("data.name (the default dataset)", data.get("name"))] + ([("--dataset", dataset)] if dataset else [])
-    for what, name in asked:
+    for what, name in (("data.name (the default dataset)", data.get("name")), ("--dataset", dataset or names[0])):
         if name not in names:
             raise ConfigError(
                 f"{source}: {what} {name!r} is not one of datasets: {', '.join(names)} "
