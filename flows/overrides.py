@@ -52,9 +52,12 @@ def effective_config(root: Path, overrides: dict[str, Any]) -> Config:
     return parse_config(*_effective(root, overrides))
 
 
-def effective_configs(root: Path, overrides: dict[str, Any]) -> list[Config]:
-    """Every dataset's params as this run sees them (an override may add a dataset: datasets.<name>.url)."""
-    return parse_all(*_effective(root, overrides))
+def effective_configs(root: Path, overrides: dict[str, Any], dataset: str | None = None) -> list[Config]:
+    """Every dataset's params as this run sees them (an override may add a dataset: datasets.<name>.url), all
+    validated; only `dataset`'s when given (a name not among them: the config's ConfigError, naming them)."""
+    raw, source = _effective(root, overrides)
+    configs = parse_all(raw, source)
+    return [parse_config(raw, source, dataset)] if dataset else configs
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:

@@ -22,7 +22,6 @@ from flows.dvc_commands import project_root, stage_order
 from flows.experiments import exp_env, scratch_clone
 from flows.overrides import effective_configs, parse_assignment, parse_value, write_overrides
 from flows.tasks import check_out_task, experiment_name, run_stages, save_experiment_task, slug
-from pipeline.config import ConfigError
 from pipeline.layout import PARAMS_FILE, DatasetLayout, stage_parts
 
 
@@ -67,10 +66,7 @@ def pipeline(
     log = get_run_logger()
     root = project_root()
     overrides = overrides or {}
-    names = [cfg.data.name for cfg in effective_configs(root, overrides)]
-    if dataset is not None and dataset not in names:
-        raise ConfigError(f"dataset {dataset!r} is not one of params.yaml's datasets: {', '.join(names)}")
-    datasets = [dataset] if dataset else names
+    datasets = [cfg.data.name for cfg in effective_configs(root, overrides, dataset)]
     log.info("project %s, datasets %s, overrides %s", root, ", ".join(datasets), overrides or "none")
     if overrides:
         experiment = experiment_name("pipeline")

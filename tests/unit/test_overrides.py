@@ -56,4 +56,8 @@ def test_an_override_may_add_a_dataset_and_is_checked_with_it(tmp_path):
     assert [(c.data.name, c.data.url) for c in configs] == [("first", "first.zip"), ("second", "/data/second.tgz")]
     with pytest.raises(ConfigError, match="datasets.second.sha256"):
         effective_configs(tmp_path, {"datasets.second.url": "x.zip", "datasets.second.sha256": "abc"})
+    only = effective_configs(tmp_path, {"datasets.second.url": "/data/second.tgz"}, "second")
+    assert [c.data.name for c in only] == ["second"]
+    with pytest.raises(ConfigError, match="--dataset 'third' is not one of datasets: first, second"):
+        effective_configs(tmp_path, {"datasets.second.url": "/data/second.tgz"}, "third")
     assert set_args({"datasets.second.url": "/data/second.tgz"}) == ["-S", '++datasets.second.url="/data/second.tgz"']
