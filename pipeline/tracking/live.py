@@ -29,9 +29,9 @@ from pipeline.links import is_server
 from pipeline.tracking.lineage import run_name, workspace_tags
 
 RUN_ID_KEY = "mlflow_live_run_id"  # in the training stage's execution record
-STATE_TAG = "pipeline.live"  # training -> trained (stage done) -> adopted (a track made it a child) | orphaned
-STAGE_TAG = "pipeline.live.stage"
-TRAINING, TRAINED, ADOPTED, ORPHANED = "training", "trained", "adopted", "orphaned"
+STATE_TAG = "pipeline.live"  # training -> trained (stage done) -> adopted (a track made it a child) | orphaned,
+STAGE_TAG = "pipeline.live.stage"  # or training -> failed (the stage raised: the run ends FAILED, never adopted)
+TRAINING, TRAINED, ADOPTED, ORPHANED, FAILED = "training", "trained", "adopted", "orphaned", "failed"
 TIMEOUT_S = 2.0  # per request: a hung server costs the logging thread this once, never the training loop
 FINISH_WAIT_S = 5.0  # at the stage's end, for the last epochs to go out (track fills in whatever did not)
 
@@ -77,10 +77,10 @@ class LiveRun:
         history.csv); an ensemble's later members get their own prefix."""
         return _EpochLogger(self._queue, prefix)
 
-    def finish(self) -> str | None:
-        """End the run (FINISHED, tag `trained`) once the queue is sent, waiting at most FINISH_WAIT_S; its id, or
-        None when it was never created."""
-        self._queue.put(None)
+    def finish(self, failed: bool = False) -> str | None:
+        """End the run once the queue is sent (FINISHED, tag `trained`; FAILED, tag `failed` when training
+        raised), waiting at most FINISH_WAIT_S; its id, or None when it was never created."""
+        self._queue.put((FAILED, "FAILED") if failed else (TRAINED, "FINISHED"))
         self._thread.join(FINISH_WAIT_S)
         return self.run_id
 
@@ -90,10 +90,11 @@ class LiveRun:
             created = {"experiment_id": self._experiment_id(experiment), "run_name": name, "start_time": started}
             run = self._rest.call("runs/create", {**created, "tags": tags})
             self.run_id = run["run"]["info"]["run_id"]
-            while (metrics := self._queue.get()) is not None:
+            while isinstance(metrics := self._queue.get(), list):
                 self._rest.call("runs/log-batch", {"run_id": self.run_id, "metrics": metrics})
-            self._rest.call("runs/set-tag", {"run_id": self.run_id, "key": STATE_TAG, "value": TRAINED})
-            self._rest.call("runs/update", {"run_id": self.run_id, "status": "FINISHED", "end_time": now_ms()})
+            state, status = metrics
+            self._rest.call("runs/set-tag", {"run_id": self.run_id, "key": STATE_TAG, "value": state})
+            self._rest.call("runs/update", {"run_id": self.run_id, "status": status, "end_time": now_ms()})
         except (OSError, ValueError, KeyError) as err:  # refused, timeout, HTTP error, not MLflow's JSON
             log.warning("live MLflow logging to %s stopped (%s); training goes on, track logs it all", self.uri, err)
 
@@ -136,6 +137,11 @@ def live_training(experiment: str, head: str, stage: str, facts: dict) -> Iterat
     """A training stage's live run (named as the track stage names the head's child run), inside its
     execution_record block: once training is done and its epochs are sent, the run id goes into `facts`."""
     live = live_run(experiment, run_name(head, workspace_tags(Path.cwd())), stage)
-    yield live
+    try:
+        yield live
+    except BaseException:  # a crash or Ctrl-C: the run shows FAILED in MLflow, not RUNNING for ever
+        if live:
+            live.finish(failed=True)
+        raise
     if live and live.finish():
         facts[RUN_ID_KEY] = live.run_id

@@ -1,6 +1,6 @@
 """Live progress: with an MLflow server configured, the dense head's training stage logs each epoch to a run of
-its own, which the track stage then adopts as the head's child. A server that is down or hung changes nothing
-about training: it succeeds and writes the same bytes as without any server."""
+its own, which the track stage then adopts as the head's child (a stage that crashes ends it FAILED). A server
+that is down or hung changes nothing about training: it succeeds and writes the same bytes as without any server."""
 
 import shutil
 import subprocess
@@ -15,7 +15,7 @@ from pipeline.files import read_json
 from pipeline.layout import DatasetLayout
 from pipeline.stages.track import track
 from pipeline.tracking.lineage import EXECUTION_TAG, run_name
-from pipeline.tracking.live import RUN_ID_KEY, STATE_TAG
+from pipeline.tracking.live import FAILED, RUN_ID_KEY, STATE_TAG
 from tests.helpers.params import renamed, write_params
 from tests.helpers.pipeline import run_stage, stage_command
 from tests.helpers.processes import env
@@ -68,6 +68,22 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
     second = track(parse_config(params), data, root / "dvc.lock", tmp_path / "second.json")
     assert second["child_run_ids"]["dense"] != live.info.run_id
     assert client.get_run(live.info.run_id).data.tags["mlflow.parentRunId"] == first["parent_run_id"]
+
+
+def test_a_training_stage_that_crashes_ends_its_live_run_failed(tiny_project, mlflow_server, tmp_path, monkeypatch):
+    data, root, _ = _project(tiny_project, tmp_path / "project", "live_crash")
+    (data.features / "validation.npy").write_bytes(b"not an array")  # training raises once it reads validation
+    data.execution("train_dense").unlink()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(root)
+    with pytest.raises(ValueError):  # numpy: not a .npy file
+        run_stage("train_dense", data, root / "params.yaml")
+    assert not data.execution("train_dense").exists()  # no record, so no track ever adopts the run
+
+    client = MlflowClient(mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name("live_crash").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags[STATE_TAG] == FAILED  # not RUNNING for ever
+    assert run.info.end_time is not None
 
 
 def _train_in_a_process(data: DatasetLayout, root: Path, uri: str | None) -> str:
