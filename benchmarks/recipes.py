@@ -105,6 +105,8 @@ FINETUNE = {  # name -> finetune.* overrides
     "4 blocks, flip (cached), adamw 1e-5, 3 ep": {**CACHED, "unfreeze_blocks": 4, "learning_rate": 1e-5, "epochs": 3},
     "4 blocks, flip (cached), adamw 1e-4, 3 ep": {**CACHED, "unfreeze_blocks": 4, "learning_rate": 1e-4, "epochs": 3},
     "2 blocks, flip (cached), adamw 1e-5, 3 ep": {**CACHED, "unfreeze_blocks": 2, "learning_rate": 1e-5, "epochs": 3},
+    "6 blocks, flip (cached), adamw 1e-4, 3 ep": {**CACHED, "unfreeze_blocks": 6, "learning_rate": 1e-4, "epochs": 3},
+    "4 blocks, flip (cached), adamw 3e-4, 3 ep": {**CACHED, "unfreeze_blocks": 4, "learning_rate": 3e-4, "epochs": 3},
 }
 
 
