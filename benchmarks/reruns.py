@@ -31,7 +31,7 @@ import yaml
 from pipeline.layout import stage_parts
 from tests.helpers.project import copy_repo  # the tests' copy: tracked + untracked-not-ignored files
 
-STAGES = ["download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"]
+STAGES = ["source", "download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"]
 SWEEP = [{}, {"dropout": 0.3}, {"units": 128}, {"units": 512}, {"learning_rate": 1e-4}]
 
 
@@ -73,6 +73,7 @@ def main() -> None:
     print(machine(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reruns-"))
     project = copy_repo(tmp / "project")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)  # DVC's project is a git repo (as test_e2e's)
     params_file = project / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     data = project / "data" / params["data"]["name"]
