@@ -28,10 +28,10 @@ from common import SHARED, load, machine
 
 import yaml
 
+from flows.dvc_commands import stage_order
 from pipeline.layout import stage_parts
 from tests.helpers.project import copy_repo  # the tests' copy: tracked + untracked-not-ignored files
 
-STAGES = ["source", "download", "prepare", "extract", "train_dense", "train_finetune", "evaluate", "track"]
 SWEEP = [{}, {"dropout": 0.3}, {"units": 128}, {"units": 512}, {"learning_rate": 1e-4}]
 
 
@@ -77,11 +77,12 @@ def main() -> None:
     params_file = project / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     data = project / "data" / params["data"]["name"]
+    stages = [stage_parts(s)[0] for s in stage_order(project)]  # dvc.yaml's own order (the copy has one dataset)
     print(f"project copy: {project}")
 
     print("\n1. cold run, stage by stage:")
     total = 0.0
-    for stage in STAGES:
+    for stage in stages:
         seconds, _ = dvc(project, "repro", "--single-item", stage)
         total += seconds
         print(f"   {stage:15s} {seconds:7.1f} s   ({load()})", flush=True)
@@ -104,7 +105,7 @@ def main() -> None:
     print("\n4. then `dvc repro` (images back):")
     seconds, ran = dvc(project, "repro")
     print(
-        f"   {seconds:.1f} s, stages run: {[s for s in STAGES if s in ran]}; "
+        f"   {seconds:.1f} s, stages run: {[s for s in stages if s in ran]}; "
         f"features untouched: {features.stat().st_mtime_ns == stamp}",
         flush=True,
     )
