@@ -8,13 +8,14 @@ of one: `data` holds its name and source merged with the limits all share (`data
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.layout import PARAMS_FILE
+from pipeline.layout import PARAMS_FILE, RESERVED_NAMES
 
 
 class ConfigError(ValueError):
@@ -32,11 +33,12 @@ class _Strict(BaseModel):
 
 # A folder under data/, an MLflow experiment, a DVC stage key: no dot (DVC reads datasets.<name> as a key path).
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+NAME_MAX = 100
 SOURCE_KEYS = ("url", "sha256", "size")  # a datasets.<name> entry's keys (it may also set a shared limit of data:)
 
 
 class DataConfig(_Strict):
-    name: str = Field(pattern=DATASET_NAME, max_length=100)
+    name: str = Field(pattern=DATASET_NAME, max_length=NAME_MAX)
     url: str = Field(min_length=1)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     size: int | None = Field(default=None, gt=0)
@@ -173,10 +175,24 @@ def dataset_names(raw: object, source: str = "params") -> list[str]:
     """The keys of `datasets:`, in params.yaml's order (checked: a non-empty mapping of mappings)."""
     if not isinstance(datasets := raw.get("datasets") if isinstance(raw, dict) else None, dict) or not datasets:
         raise ConfigError(f"{source}: datasets: expected a mapping of dataset name -> {{url, sha256, size}}")
+    seen: dict[str, str] = {}
     for name, entry in datasets.items():
+        _check_name(name, source)
+        if (twin := seen.setdefault(name.casefold(), name)) != name:  # one folder on macOS and Windows disks
+            raise ConfigError(f"{source}: datasets: {twin!r} and {name!r} differ only in case: rename one")
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: datasets.{name}: expected a mapping with url (sha256, size), got {entry!r}")
     return list(datasets)
+
+
+def _check_name(name: object, source: str) -> None:
+    """A dataset's name becomes a folder under data/, DVC stage names and shell arguments: checked here, before
+    anything builds a path or a command from it."""
+    rule = f"letters, digits, '_' and '-', starting with a letter or digit, at most {NAME_MAX} characters"
+    if not isinstance(name, str) or len(name) > NAME_MAX or not re.fullmatch(DATASET_NAME, name):
+        raise ConfigError(f"{source}: datasets: name {name!r} is not allowed ({rule})")
+    if name.casefold() in RESERVED_NAMES:
+        raise ConfigError(f"{source}: datasets: name {name!r} is reserved (data/{name} is the pipeline's own folder)")
 
 
 def _select(raw: dict, dataset: str | None, source: str) -> dict:

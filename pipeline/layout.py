@@ -1,6 +1,6 @@
 """The one map of the project's files: params.yaml, and where each stage reads and writes under data/<name>/.
 
-dvc.yaml spells the same paths with `${key}`, the dataset of each foreach stage (a test checks that the two
+dvc.yaml spells the same paths with `${item}`, the dataset of each foreach stage (a test checks that the two
 agree); flows, the predict command and the tests take them from here. Imports nothing heavy, so orchestration
 code can use it.
 """
@@ -17,6 +17,13 @@ LOCK_FILE = Path("dvc.lock")
 # The source stage's records, one <name>.json per dataset: a fixed folder, not under data/<name>/, so that DVC
 # can write it before every dataset's name is known to be a safe folder name.
 SOURCES = DATA_ROOT / "sources"
+# The dataset names dvc.yaml's stages loop over (its `vars:`), written only after every name was checked: DVC
+# builds each stage's output paths from these names and deletes those paths before running the stage, so a name
+# straight from params.yaml (`../../x`) would let any `dvc repro -s` delete outside the project.
+DATASET_LIST = DATA_ROOT / "datasets.yaml"
+DATASET_LIST_KEY = "dataset_names"  # the list's key in DATASET_LIST: dvc.yaml's `foreach: ${dataset_names}`
+# Entries of data/ that are not a dataset's folder: a dataset may not take their names.
+RESERVED_NAMES = (SOURCES.name,)
 
 
 def source_record(name: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
 from pipeline.data.archive import DownloadError, fetch
-from pipeline.data.images import IMAGE_SUFFIXES
+from pipeline.data.naming import IMAGE_SUFFIXES
 from pipeline.files import read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
 from pipeline.model.inference import load_for_inference

@@ -6,10 +6,7 @@ it is used instead of the network and verified the same way."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
-import json
-import os
 import tarfile
 import time
 import urllib.parse
@@ -21,33 +18,21 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from pipeline.config import DataConfig
-from pipeline.files import atomic_path, copy_tree, log, scratch_dir, sha256_file
+from pipeline.data.local_source import (  # noqa: F401  (DownloadError, RefusedError, MIRROR_ENV: raised / read here)
+    MIRROR_ENV,
+    DownloadError,
+    RefusedError,
+    copy_dataset,
+    local_fingerprint,
+    resolve_source,
+)
+from pipeline.files import atomic_path, log, scratch_dir, sha256_file
 from pipeline.layout import DATA_ROOT
 
-MIRROR_ENV = "PIPELINE_DATA_MIRROR"
-OFFLINE_HINT = f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, or set the dataset's url (datasets.<name>.url) to a local path."
-
-
-class DownloadError(RuntimeError):
-    """The archive could not be fetched, failed verification, or is unsafe to extract."""
-
-
-class RefusedError(DownloadError):
-    """Refused for what it is (too large, past the deadline): fetching it again can't help."""
-
-
-def resolve_source(url: str) -> tuple[str, Path | None]:
-    """Return (what will be read, local path or None for a remote URL); a mirror copy wins over the network."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme in ("", "file"):
-        return url, Path(urllib.parse.unquote(parsed.path) if parsed.scheme else url).expanduser()
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        candidate = Path(mirror) / Path(parsed.path).name
-        if candidate.exists():
-            return str(candidate), candidate
-        log.warning("%s=%s has no %s; fetching %s", MIRROR_ENV, mirror, candidate.name, url)
-    return url, None
+OFFLINE_HINT = (
+    f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
+    "or set the dataset's url (datasets.<name>.url) to a local path."
+)
 
 
 def fetch(
@@ -188,10 +173,10 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
     _refuse_overlap(cfg.url, local, raw_dir)
     if local is not None and local.is_dir():  # an already-unpacked folder of class sub-folders
         with atomic_path(raw_dir) as tmp:
-            skipped = copy_tree(local.resolve(), tmp)
+            skipped = copy_dataset(local.resolve(), tmp)
         for s in skipped:
-            log.warning("skipped %s: %s", s["path"], s["reason"])
-        log.info("copied folder %s -> %s", local, raw_dir)
+            log.warning("left out %s: %s", s["path"], s["reason"])
+        log.info("copied the image files of folder %s -> %s (%d entries left out)", local, raw_dir, len(skipped))
         return {"url": cfg.url, "kind": "directory", **({"skipped": skipped} if skipped else {})}, source
 
     start = time.monotonic()  # data.download_deadline_s covers all attempts together
@@ -224,26 +209,9 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
 
 
 def source_fingerprint(url: str) -> dict:
-    """`url`'s data, the same for the same content: a local archive's size, mtime and sha256; a local folder's
-    file count, bytes and digest of every (path, size, mtime), links by their text, never followed; else the URL."""
+    """`url`'s data, the same for the same content: a local archive's or folder's (local_fingerprint), else the URL
+    itself."""
+    local = resolve_source(url)[1]  # refuses what no download may read (a device, a mirror's parent)
     if urllib.parse.urlparse(url).scheme not in ("", "file"):
         return {"kind": "url", "url": url}
-    local = resolve_source(url)[1]
-    if local.is_file():
-        st = local.stat()
-        return {"kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(local)}
-    if not local.is_dir():
-        raise DownloadError(f"data.url {url}: no such file or folder {local}")
-    entries, count, total = [], 0, 0
-    for dirpath, dirnames, filenames in os.walk(local):  # os.walk does not descend into linked folders
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath, name)
-            rel, st = path.relative_to(local).as_posix(), path.lstat()
-            if path.is_symlink():
-                entries.append([rel, "link", os.readlink(path)])
-            elif path.is_file():
-                count, total = count + 1, total + st.st_size
-                entries.append([rel, st.st_size, st.st_mtime_ns])
-    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
-    return {"kind": "folder", "files": count, "bytes": total, "digest": digest}
+    return local_fingerprint(url, local)

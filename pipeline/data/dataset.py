@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.data.images import IMAGE_SUFFIXES, check_image
+from pipeline.data.images import check_image
+from pipeline.data.naming import IMAGE_SUFFIXES, is_visible
 from pipeline.files import sha256_file
 
 SPLIT_ALIASES = {
@@ -63,20 +64,15 @@ class Scan:
     layout_notes: list[str]  # what was assumed where the folder names are ambiguous
 
 
-def _visible(p: Path | str) -> bool:
-    name = Path(p).name
-    return not (name.startswith(".") or name == "__MACOSX")  # .DS_Store, ._resource forks, macOS zips
-
-
 def find_root(raw: Path) -> Path:
     """Descend through single wrapper folders (e.g. the archive's top-level folder)."""
     root = raw
     while True:
-        dirs = [d for d in root.iterdir() if d.is_dir() and _visible(d)]
+        dirs = [d for d in root.iterdir() if d.is_dir() and is_visible(d.name)]
         if len(dirs) != 1 or dirs[0].name.lower() in SPLIT_ALIASES:
             return root
         inner = dirs[0]
-        if not any(c.is_dir() and _visible(c) for c in inner.iterdir()):
+        if not any(c.is_dir() and is_visible(c.name) for c in inner.iterdir()):
             return root  # a single class folder: leave it to the class checks
         root = inner
 
@@ -91,14 +87,14 @@ def scan(root: Path) -> Scan:
             if f.is_file():
                 rejected.append((f, "outside any class folder"))
         for cls_dir in sorted(d for d in top.iterdir() if d.is_dir()):
-            if not _visible(cls_dir):
+            if not is_visible(cls_dir.name):
                 rejected.extend((f, "inside a hidden folder") for f in sorted(cls_dir.rglob("*")) if f.is_file())
                 continue
             classes[cls_dir.name] += 0
             for f in sorted(cls_dir.rglob("*")):
                 if not f.is_file():
                     continue
-                if any(not _visible(part) for part in f.relative_to(cls_dir).parts):
+                if any(not is_visible(part) for part in f.relative_to(cls_dir).parts):
                     rejected.append((f, "hidden file"))
                 elif f.suffix.lower() not in IMAGE_SUFFIXES:
                     rejected.append((f, f"not an image file suffix ({f.suffix or 'none'})"))
@@ -111,9 +107,11 @@ def scan(root: Path) -> Scan:
 def _split_dirs(root: Path) -> tuple[dict[str, Path], list[str]]:
     """Split folders of `root`: a folder named like a split (valid/, test/, ...) is one only when it holds class
     folders; one holding image files directly is a class. Both readings of a mixed layout are named in a note."""
-    dirs = sorted(d for d in root.iterdir() if d.is_dir() and _visible(d))
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and is_visible(d.name))
     named = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
-    splits = {SPLIT_ALIASES[d.name.lower()]: d for d in named if any(c.is_dir() and _visible(c) for c in d.iterdir())}
+    splits = {
+        SPLIT_ALIASES[d.name.lower()]: d for d in named if any(c.is_dir() and is_visible(c.name) for c in d.iterdir())
+    }
     notes = []
     if splits:
         others = [d.name for d in dirs if d not in splits.values()]

@@ -5,6 +5,7 @@ TensorFlow's decoders read baseline RGB/grey JPEG and 8-bit PNG faithfully. Ever
 alpha, palette, 16-bit, EXIF-rotated, GIF/WebP/BMP/TIFF, huge) is converted once here to an RGB PNG so
 that extraction, fine-tuning and prediction all see the same pixels.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,7 +17,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_SIDE = 4096  # larger images are downscaled on conversion; far above any backbone input size
 Image.MAX_IMAGE_PIXELS = 400_000_000  # allow e.g. 12000x9000 photos; we downscale them right away
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 _TF_NATIVE = {"JPEG", "PNG"}
 _EXIF_ORIENTATION = 0x0112
 

@@ -1,8 +1,9 @@
 """Stage 0: check params.yaml and fingerprint every dataset's source, before any stage's outputs are touched.
 
-DVC deletes a stage's declared outputs before it runs the stage's command, and every other stage's outputs are
-paths built from a dataset's name: this stage's only output is a fixed folder, so a bad name (or any invalid
-value, of any dataset) stops `dvc repro` here, with everything on disk as it was. It always runs (a second per
+DVC deletes a stage's declared outputs before it runs the stage's command: this stage's only output is a fixed
+folder, so an invalid value (of any dataset) stops `dvc repro` here, with everything on disk as it was. The other
+stages' paths come from data/datasets.yaml, which holds checked names only (pipeline.datasets); when params.yaml
+adds or removes a dataset, this stage updates that list and stops the run, to be run again. It always runs (a second per
 dataset); the record of a dataset (data/sources/<name>.json) changes when its url or the local archive or folder
 it names changes, and then that dataset's download stage re-runs, and only that one.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import load_params, parse_all
 from pipeline.data.archive import DownloadError, source_fingerprint
+from pipeline.datasets import require_in_step
 from pipeline.files import atomic_path, log, write_json
 from pipeline.layout import source_record
 
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     configs = parse_all(load_params(args.params), str(args.params))
+    require_in_step(args.params)  # a name dvc.yaml's stages use has passed the checks above
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         for data in (cfg.data for cfg in configs):

@@ -78,11 +78,10 @@ def test_folder_dataset_links_and_fifos_are_skipped_and_reported(tmp_path):
     raw = tmp_path / "data" / "raw"
     assert not any(p.is_symlink() for p in raw.rglob("*"))
     assert _tree(raw) == [t for t in _tree(src) if t not in links and not t.endswith("pipe.jpg")]
-    reasons = {os.path.relpath(s["path"], src): s["reason"] for s in info["skipped"]}
+    reasons = {s["path"]: s["reason"] for s in info["skipped"]}  # relative: the same record on any machine
     assert sorted(reasons) == sorted([*links, "cats/pipe.jpg"])
-    assert reasons["dogs/dangling.jpg"].startswith("dangling symlink")
-    assert reasons["dogs/loop.jpg"].startswith("symlink loop")
-    assert reasons["linked_class"] == f"symlink to {outside / 'cls'}: not followed (links are never copied)"
+    for name, target in links.items():
+        assert reasons[name] == f"symlink (-> {target}): not followed"
     assert reasons["cats/pipe.jpg"] == "not a regular file or folder"
 
 
@@ -176,9 +175,9 @@ def test_source_fingerprint_follows_content_and_nothing_outside(tmp_path):
     archive.write_bytes(b"one")
     first = source_fingerprint(str(archive))
     assert first == source_fingerprint(f"file://{archive}") and first["kind"] == "file"
-    archive.write_bytes(b"two")
-    os.utime(archive, ns=(first["mtime_ns"], first["mtime_ns"]))  # same size and mtime: only the hash differs
-    assert source_fingerprint(str(archive))["sha256"] != first["sha256"]
+    assert first == {"kind": "file", "size": 3, "mtime_ns": archive.stat().st_mtime_ns}  # no hash: no-op stays cheap
+    archive.write_bytes(b"twos")
+    assert source_fingerprint(str(archive)) != first
 
     src = make_dataset(tmp_path / "src", per_class=2, layout="flat")
     (tmp_path / "big").mkdir()

@@ -40,7 +40,7 @@ def test_bad_data_name_stops_dvc_repro_before_any_output_is_touched(dvc_project,
         write_params(root / "params.yaml", tiny_params({"data": {"name": name, "url": str(source)}}))
         done = _run(["dvc", "repro"], root)
         assert done.returncode != 0
-        assert f"datasets.{name}.name: String should match pattern" in done.stdout + done.stderr
+        assert f"datasets: name {name!r} is not allowed" in done.stdout + done.stderr
         assert "Traceback" not in done.stderr and "Running stage 'download" not in done.stdout
     assert (victim / "raw" / "precious.txt").read_text() == "keep me"
 

@@ -3,12 +3,15 @@ there and comes from the one file that sets it (pipeline/config.py has no defaul
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
 import yaml
 
-from pipeline.config import SOURCE_KEYS, Config, DataConfig, parse_config
+from pipeline.config import SOURCE_KEYS, Config, ConfigError, DataConfig, parse_config
+from pipeline.datasets import sync
+from pipeline.layout import DATASET_LIST
 from tests.helpers import REPO
 
 # What differs from params.yaml: a 32 px backbone, small heads and batches, few epochs.
@@ -92,6 +95,11 @@ def data_config(url: str, **keys) -> DataConfig:
 
 
 def write_params(path: Path, params: dict) -> Path:
+    """`params` written to `path`; in a DVC project (dvc.yaml beside it), its checked dataset list follows as
+    `python -m pipeline.datasets` would write it, unless a name is refused (then it stays as it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    if (path.parent / "dvc.yaml").is_file():
+        with contextlib.suppress(ConfigError):
+            sync(path, path.parent / DATASET_LIST)
     return path

@@ -27,7 +27,7 @@ def stage_command(stage: str, data: DatasetLayout) -> tuple[str, list[str]]:
     python, flag, module, *args = shlex.split(cmd)
     assert (python, flag) == ("python", "-m"), cmd
     args = [str(data.root) + a[len(STAGE_DATA) :] if a.startswith(STAGE_DATA) else a for a in args]
-    return module, [a.replace("${key}", data.root.name) for a in args]
+    return module, [a.replace("${item}", data.root.name) for a in args]
 
 
 def run_stage(stage: str, data: DatasetLayout, params: Path) -> None:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pipeline.layout import DATASET_LIST
 from tests.helpers import REPO
 
 
@@ -36,7 +37,8 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def copy_repo(dest: Path) -> Path:
-    """The files git would see (tracked and new), without the real dataset's outputs and dvc.lock."""
+    """The files git would see (tracked and new), without the real dataset's outputs and dvc.lock (with the checked
+    dataset list dvc.yaml loops over)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO,
@@ -45,7 +47,8 @@ def copy_repo(dest: Path) -> Path:
         text=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
-        if (REPO / rel).is_file() and not rel.startswith("data/") and rel != "dvc.lock":
+        outputs = rel.startswith("data/") and rel != DATASET_LIST.as_posix()
+        if (REPO / rel).is_file() and not outputs and rel != "dvc.lock":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
     return dest

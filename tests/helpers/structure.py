@@ -17,7 +17,8 @@ from pipeline.layout import HEADS, SOURCES, DatasetLayout, source_record, stage_
 from tests.helpers import REPO
 
 CODE = ("pipeline/", "flows/")  # dvc.yaml deps under these are code deps
-STAGE_DATA = "data/${key}"  # a per-dataset (foreach) stage's folder: ${key} is the dataset's name
+STAGE_DATA = "data/${item}"  # a per-dataset (foreach) stage's folder: ${item} is the dataset's name
+FOREACH = "${dataset_names}"  # the checked names of data/datasets.yaml (pipeline/datasets.py), not params.yaml's
 TOP_DATA = "data/${data.name}"  # top-level metrics and plots cannot loop: the default dataset's
 # Library folders whose modules import TensorFlow, Keras or MLflow: no flow may reach them.
 HEAVY = ("pipeline/model/", "pipeline/evaluation/", "pipeline/stages/", "pipeline/tracking/")
@@ -40,11 +41,11 @@ def dvc_stage_names(datasets: list[str], root: Path = REPO) -> set[str]:
 
 
 def foreach_problems(dvc: dict) -> list[str]:
-    """Every stage but `source` (which checks all datasets at once) runs once per entry of `datasets`."""
+    """Every stage but `source` (which checks all datasets at once) runs once per checked dataset name."""
     return [
-        f"stage {name}: foreach is {stage.get('foreach')!r}, not ${{datasets}}"
+        f"stage {name}: foreach is {stage.get('foreach')!r}, not {FOREACH}"
         for name, stage in dvc["stages"].items()
-        if (name == "source") == (stage.get("foreach") == "${datasets}")
+        if (name == "source") == (stage.get("foreach") == FOREACH)
     ]
 
 

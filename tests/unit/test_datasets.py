@@ -42,7 +42,12 @@ def test_a_dataset_may_set_its_own_limit():
     [
         (lambda p: p["datasets"]["ants"].update(url=""), "datasets.ants.url: String should have at least 1"),
         (lambda p: p["datasets"]["ants"].update(sha256="abc"), "datasets.ants.sha256: String should match"),
-        (lambda p: p["datasets"].update({"../up": {"url": "x"}}), "datasets.../up.name: String should match pattern"),
+        (lambda p: p["datasets"].update({"../up": {"url": "x"}}), "datasets: name '../up' is not allowed (letters"),
+        (lambda p: p["datasets"].update({"x';touch P;'": {"url": "x"}}), "name \"x';touch P;'\" is not allowed"),
+        (lambda p: p["datasets"].update({"sources": {"url": "x"}}), "name 'sources' is reserved"),
+        (lambda p: p["datasets"].update({"Sources": {"url": "x"}}), "name 'Sources' is reserved"),
+        (lambda p: p["datasets"].update({"Cats": {"url": "x"}}), "'cats' and 'Cats' differ only in case"),
+        (lambda p: p["datasets"].update({1: {"url": "x"}}), "name 1 is not allowed"),
         (lambda p: p["datasets"].update({"bad": "x.zip"}), "datasets.bad: expected a mapping with url"),
         (lambda p: p["datasets"].clear(), "datasets: expected a mapping of dataset name"),
         (lambda p: p["data"].update(name="flowers"), "data.name (the default dataset) 'flowers' is not one of"),

@@ -112,21 +112,21 @@ def test_dvc_yaml_paths_are_those_of_the_layout():
 
 def test_a_path_outside_the_layout_is_reported():
     dvc = copy.deepcopy(DVC)
-    dvc["stages"]["evaluate"]["outs"].append("data/${key}/reports/extra.html")
-    dvc["stages"]["train_dense"]["deps"] = ["data/${key}/feature"]  # a typo
+    dvc["stages"]["evaluate"]["outs"].append("data/${item}/reports/extra.html")
+    dvc["stages"]["train_dense"]["deps"] = ["data/${item}/feature"]  # a typo
     dvc["plots"].append("data/${data.name}/plot.png")
-    dvc["metrics"].append("data/${key}/execution/extract.json")  # top level: no ${key} there
+    dvc["metrics"].append("data/${item}/execution/extract.json")  # top level: no ${item} there
     stage = dvc["stages"]["extract"]
     stage["cmd"] = stage["cmd"].replace("execution/extract.json", "execution/x.json")
     assert layout_problems(dvc) == [
-        "stage train_dense deps: data/${key}/feature is neither a path of pipeline/layout.py nor inside "
+        "stage train_dense deps: data/${item}/feature is neither a path of pipeline/layout.py nor inside "
         "one of its folders",
-        "top-level metrics: data/${key}/execution/extract.json is neither a path of pipeline/layout.py nor "
+        "top-level metrics: data/${item}/execution/extract.json is neither a path of pipeline/layout.py nor "
         "inside one of its folders",
         "top-level plots: data/${data.name}/plot.png is neither a path of pipeline/layout.py nor inside one of "
         "its folders",
-        "stage extract cmd: --execution data/${key}/execution/x.json is not data/${key}/execution/extract.json",
-        "stage evaluate outs: data/${key}/reports/extra.html is not a path of pipeline/layout.py",
+        "stage extract cmd: --execution data/${item}/execution/x.json is not data/${item}/execution/extract.json",
+        "stage evaluate outs: data/${item}/reports/extra.html is not a path of pipeline/layout.py",
     ]
 
 
@@ -134,7 +134,7 @@ def test_every_stage_but_source_runs_once_per_dataset():
     raw = load_dvc_yaml(raw=True)
     assert foreach_problems(raw) == []
     raw["stages"]["evaluate"] = raw["stages"]["evaluate"]["do"]
-    assert foreach_problems(raw) == ["stage evaluate: foreach is None, not ${datasets}"]
+    assert foreach_problems(raw) == ["stage evaluate: foreach is None, not ${dataset_names}"]
 
 
 def test_schema_has_no_defaults_and_params_yaml_validates():

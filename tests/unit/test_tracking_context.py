@@ -57,4 +57,4 @@ def test_track_stage_depends_on_every_params_section():
     key but which dataset is the default (data.name)."""
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["track"]["do"]
     shared = [f"data.{key}" for key in DataConfig.model_fields if key not in ("name", *SOURCE_KEYS)]
-    assert stage["params"] == ["datasets.${key}", *shared, *list(Config.model_fields)[1:]]
+    assert stage["params"] == ["datasets.${item}", *shared, *list(Config.model_fields)[1:]]
