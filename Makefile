@@ -36,6 +36,7 @@ keras-home:
 		mkdir -p "$$KERAS_HOME" && cp -r "$(SHARED)/keras_home/models" "$$KERAS_HOME/" && chmod -R u+w "$$KERAS_HOME"; fi
 
 pipeline: install keras-home
+	python -m pipeline.datasets  # params.yaml's dataset names, checked, into the list dvc.yaml loops over
 	dvc repro
 	python -m pipeline.summary
 

@@ -22,7 +22,8 @@ from flows.dvc_commands import project_root, stage_order
 from flows.experiments import exp_env, scratch_clone
 from flows.overrides import effective_configs, parse_assignment, parse_value, write_overrides
 from flows.tasks import check_out_task, experiment_name, run_stages, save_experiment_task, slug
-from pipeline.layout import PARAMS_FILE, DatasetLayout, stage_parts
+from pipeline.datasets import sync
+from pipeline.layout import DATASET_LIST, PARAMS_FILE, DatasetLayout, stage_parts
 
 
 def _of(datasets: list[str], stages: list[str]) -> list[str]:
@@ -37,6 +38,7 @@ def run_experiment_stages(
     on its DVC cache; the experiment is pushed back to `root`'s git repo. (stages, each dataset's results)."""
     with scratch_clone(root, name) as clone:
         write_overrides(clone / PARAMS_FILE, overrides)
+        sync(clone / PARAMS_FILE, clone / DATASET_LIST)  # an added dataset's stages exist before DVC reads dvc.yaml
         check_out_task(name, clone, lock_timeout_s)
         order = _of(datasets, stage_order(clone))
         stages = run_stages(order, clone, lock_timeout_s, env=exp_env(root, clone, name))
@@ -72,6 +74,7 @@ def pipeline(
         experiment = experiment_name("pipeline")
         stages, results = run_experiment_stages(root, experiment, overrides, datasets, lock_timeout_s)
     else:
+        sync(root / PARAMS_FILE, root / DATASET_LIST)  # as `python -m pipeline.datasets`: no stop at `source`
         experiment, stages = None, run_stages(_of(datasets, stage_order(root)), root, lock_timeout_s)
         results = {name: results_at(root, name) for name in datasets}
     outcomes = {stage: r["outcome"] for stage, r in stages.items()}

@@ -5,7 +5,8 @@
 DVC builds each stage's output paths from a dataset's name and deletes them before it runs the stage's command,
 even under `dvc repro -s <stage>@<name>`, where no check of ours has run yet. So dvc.yaml does not loop over
 params.yaml's names but over this list (its `vars:`), which only this module writes, and only with names that
-passed the config's checks: an unchecked name never becomes a stage, a path or a shell argument. The source
+passed the config's checks: an unchecked name never becomes a stage, a path or a shell argument. The default
+dataset (data.name, checked to be one of them) is there too, for dvc.yaml's top-level metrics and plots. The source
 stage (the first of every `dvc repro`) keeps the list in step with params.yaml; when a dataset was added or
 removed it updates the list and stops, since DVC resolved this run's stages from the old list.
 """
@@ -16,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli import run_cli, setup_logging
-from pipeline.config import ConfigError, load_params, parse_all
-from pipeline.files import log, write_text
-from pipeline.layout import DATASET_LIST, DATASET_LIST_KEY, PARAMS_FILE
+from pipeline.config import ConfigError, load_params, parse_all, parse_config
+from pipeline.files import log, text_kind, write_text
+from pipeline.layout import DATASET_LIST, DATASET_LIST_KEY, DEFAULT_DATASET_KEY, PARAMS_FILE
 
 _HEADER = (
     "# Written by `python -m pipeline.datasets` and the source stage from params.yaml's datasets:, each name checked\n"
@@ -26,13 +27,17 @@ _HEADER = (
 )
 
 
+_LIST = text_kind("the dataset list pipeline.datasets writes", f"\n{DATASET_LIST_KEY}:\n")
+
+
 class DatasetListChanged(ConfigError):
     """params.yaml's datasets differ from the list this `dvc repro` resolved its stages from."""
 
 
-def checked_names(params: Path) -> list[str]:
-    """params.yaml's dataset names, every dataset's values validated (a bad one: ConfigError)."""
-    return [cfg.data.name for cfg in parse_all(load_params(params), str(params))]
+def checked(params: Path) -> tuple[list[str], str]:
+    """params.yaml's dataset names and its default one (data.name), every dataset's values validated."""
+    raw = load_params(params)
+    return [cfg.data.name for cfg in parse_all(raw, str(params))], parse_config(raw, str(params)).data.name
 
 
 def read_list(path: Path = DATASET_LIST) -> list[str]:
@@ -42,20 +47,21 @@ def read_list(path: Path = DATASET_LIST) -> list[str]:
     return [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
 
 
-def write_list(names: list[str], path: Path = DATASET_LIST) -> None:
-    write_text(path, _HEADER + f"{DATASET_LIST_KEY}:\n" + "".join(f"- {name}\n" for name in names))
+def _text(names: list[str], default: str) -> str:
+    return _HEADER + f"{DEFAULT_DATASET_KEY}: {default}\n{DATASET_LIST_KEY}:\n" + "".join(f"- {n}\n" for n in names)
 
 
 def sync(params: Path, path: Path = DATASET_LIST) -> tuple[list[str], list[str]]:
-    """Write params.yaml's checked names to the list file when they differ; returns (added, removed)."""
-    names, before = checked_names(params), read_list(path)
-    if names != before:
-        write_list(names, path)
+    """Write params.yaml's checked names (and default) to the list file when they differ; returns (added, removed)."""
+    (names, default), before = checked(params), read_list(path)
+    if not path.is_file() or path.read_text() != _text(names, default):
+        write_text(path, _text(names, default), _LIST)
     return [n for n in names if n not in before], [n for n in before if n not in names]
 
 
-def require_in_step(params: Path, path: Path = DATASET_LIST) -> list[str]:
-    """sync(), then raise DatasetListChanged if the list had to change (the running `dvc repro` has stale stages)."""
+def require_in_step(params: Path, path: Path = DATASET_LIST) -> None:
+    """sync(), then raise DatasetListChanged if a name was added or removed (the running `dvc repro` built its
+    stages from the old list)."""
     added, removed = sync(params, path)
     if added or removed:
         change = ", ".join([f"added {added}"] * bool(added) + [f"removed {removed}"] * bool(removed))
@@ -63,7 +69,6 @@ def require_in_step(params: Path, path: Path = DATASET_LIST) -> list[str]:
             f"{params}: datasets {change}; {path} now lists them, but this `dvc repro` built its stages from the "
             "old list: run it again"
         )
-    return read_list(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ SOURCES = DATA_ROOT / "sources"
 # straight from params.yaml (`../../x`) would let any `dvc repro -s` delete outside the project.
 DATASET_LIST = DATA_ROOT / "datasets.yaml"
 DATASET_LIST_KEY = "dataset_names"  # the list's key in DATASET_LIST: dvc.yaml's `foreach: ${dataset_names}`
+DEFAULT_DATASET_KEY = "default_dataset"  # data.name, checked: dvc.yaml's top-level `data/${default_dataset}/…`
 # Entries of data/ that are not a dataset's folder: a dataset may not take their names.
 RESERVED_NAMES = (SOURCES.name,)
 

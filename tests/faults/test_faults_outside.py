@@ -12,6 +12,7 @@ import yaml
 
 from pipeline.data.archive import MIRROR_ENV, DownloadError, download, source_fingerprint
 from pipeline.datasets import read_list
+from pipeline.files import MARKER
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import data_config, tiny_params, write_params
 from tests.helpers.processes import env
@@ -146,7 +147,7 @@ def test_a_home_folder_url_copies_image_files_only_never_hidden_ones(tmp_path):
     (home / ".cache" / "pics" / "a.jpg").write_bytes(b"hidden folder")
     info, _ = download(data_config(str(home)), tmp_path / "data" / "raw")
     raw = tmp_path / "data" / "raw"
-    copied = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
+    copied = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file() and p.name != MARKER)
     assert copied and all(p.endswith(".jpg") and not any(s.startswith(".") for s in p.split("/")) for p in copied)
     reasons = {s["path"]: s["reason"] for s in info["skipped"]}
     assert reasons == {

@@ -19,7 +19,7 @@ from tests.helpers import REPO
 CODE = ("pipeline/", "flows/")  # dvc.yaml deps under these are code deps
 STAGE_DATA = "data/${item}"  # a per-dataset (foreach) stage's folder: ${item} is the dataset's name
 FOREACH = "${dataset_names}"  # the checked names of data/datasets.yaml (pipeline/datasets.py), not params.yaml's
-TOP_DATA = "data/${data.name}"  # top-level metrics and plots cannot loop: the default dataset's
+TOP_DATA = "data/${default_dataset}"  # top-level metrics and plots cannot loop: the default dataset's (checked)
 # Library folders whose modules import TensorFlow, Keras or MLflow: no flow may reach them.
 HEAVY = ("pipeline/model/", "pipeline/evaluation/", "pipeline/stages/", "pipeline/tracking/")
 HEAVY_PACKAGES = {"tensorflow", "keras", "mlflow"}

@@ -1,5 +1,6 @@
 """Datasets side by side, as README's "Another dataset" documents it: `dvc exp run -S '+datasets.<name>.url=…'`
-in a committed project runs every stage of the new dataset and none of the first one's (their outputs stay as
+in a committed project stops once at `source` (the checked stage list gains the name), then `dvc exp run` runs
+every stage of the new dataset and none of the first one's (their outputs stay as
 they are); each dataset gets its own MLflow experiment. The way back from that workspace experiment,
 `git restore . && dvc checkout`, gives the one-dataset dvc.lock and outputs back, and `dvc repro` recomputes
 nothing; the two-dataset run stays available as a DVC experiment."""
@@ -54,7 +55,16 @@ def test_a_second_dataset_runs_beside_the_first_and_the_way_back_recomputes_noth
     model = root / "data/first/models/finetune/model.keras"
     model_md5, model_mtime = _file_md5(model), model.stat().st_mtime_ns
 
-    added = _dvc(root, "exp", "run", "--name", "two-datasets", "-S", f"+datasets.second.url={second}")
+    stopped = subprocess.run(
+        ["dvc", "exp", "run", "-S", f"+datasets.second.url={second}"],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )  # `source` adds the new name to the stage list, then stops: DVC built this run's stages from the old one
+    assert stopped.returncode != 0 and "added ['second']" in stopped.stdout + stopped.stderr
+    assert _ran(stopped.stdout) == ["source"]
+    added = _dvc(root, "exp", "run", "--name", "two-datasets")
     assert set(_ran(added)) == dvc_stage_names(["second"])  # source, and the second dataset's stages only
     assert (root / "data/second/models/finetune/model.keras").is_file()
     assert (_file_md5(model), model.stat().st_mtime_ns) == (model_md5, model_mtime)  # not rewritten

@@ -67,4 +67,4 @@ def test_an_unknown_dataset_names_the_known_ones_and_how_to_add_it():
     with pytest.raises(ConfigError) as err:
         parse_config(_two(), dataset="flowers")
     assert "--dataset 'flowers' is not one of datasets: cats, ants" in str(err.value)
-    assert "dvc exp run -S '+datasets.flowers.url=<archive or folder>'" in str(err.value)
+    assert "add one: datasets.flowers.url in params.yaml, then python -m pipeline.datasets" in str(err.value)

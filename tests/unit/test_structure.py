@@ -114,7 +114,7 @@ def test_a_path_outside_the_layout_is_reported():
     dvc = copy.deepcopy(DVC)
     dvc["stages"]["evaluate"]["outs"].append("data/${item}/reports/extra.html")
     dvc["stages"]["train_dense"]["deps"] = ["data/${item}/feature"]  # a typo
-    dvc["plots"].append("data/${data.name}/plot.png")
+    dvc["plots"].append("data/${default_dataset}/plot.png")
     dvc["metrics"].append("data/${item}/execution/extract.json")  # top level: no ${item} there
     stage = dvc["stages"]["extract"]
     stage["cmd"] = stage["cmd"].replace("execution/extract.json", "execution/x.json")
@@ -123,7 +123,7 @@ def test_a_path_outside_the_layout_is_reported():
         "one of its folders",
         "top-level metrics: data/${item}/execution/extract.json is neither a path of pipeline/layout.py nor "
         "inside one of its folders",
-        "top-level plots: data/${data.name}/plot.png is neither a path of pipeline/layout.py nor inside one of "
+        "top-level plots: data/${default_dataset}/plot.png is neither a path of pipeline/layout.py nor inside one of "
         "its folders",
         "stage extract cmd: --execution data/${item}/execution/x.json is not data/${item}/execution/extract.json",
         "stage evaluate outs: data/${item}/reports/extra.html is not a path of pipeline/layout.py",
