@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 
 from pipeline.config import BackboneConfig
-from pipeline.data.images import check_image
+from pipeline.data.images import MAX_MEGAPIXELS, check_image
 from pipeline.model.heads import dense_on_images, takes_images
 from pipeline.model.inference import image_probabilities
 
@@ -30,12 +30,14 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Predictor:
-    """A model taking raw RGB pixels (image_size square, 0..255) with its class names and test-time mirroring."""
+    """A model taking raw RGB pixels (image_size square, 0..255) with its class names and test-time mirroring;
+    a file declaring more than `max_megapixels` decoded gets its error without being decoded."""
 
     model: keras.Model
     classes: list[str]
     image_size: int
     tta_flip: bool
+    max_megapixels: int = MAX_MEGAPIXELS
 
     def predict_files(self, items: list[Prediction | tuple[str, Path]]) -> list[Prediction]:
         """One Prediction per (source, file), in order; a file that doesn't decode gets its `error`. Items that
@@ -48,7 +50,7 @@ class Predictor:
                     continue
                 source, path = item
                 converted = Path(tmp) / f"{i}.png"
-                checked = check_image(path, converted)
+                checked = check_image(path, converted, self.max_megapixels)
                 if checked.reason:
                     out[i] = Prediction(source, error=checked.reason)
                 else:

@@ -6,7 +6,8 @@ and get class names back, with decoding, conversion, resizing and test-time mirr
       (or {"dataframe_records": [{"image": ...}]}, {"inputs": {"image": [...]}}, {"instances": [...]}: same answer)
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
 
-A row that isn't a decodable image gets `error` set; the other rows are still answered. The class names,
+A row that isn't a decodable image gets `error` set; the other rows are still answered. A request over one of
+BOUNDS (rows, decoded pixels of an image, requests decoding at once) gets HTTP 400 / 429 naming it. The class names,
 image size and mirroring flag travel as an artifact of the model; the pipeline code it runs (this module's import
 closure) in its code/ folder.
 """
@@ -16,15 +17,20 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.metadata
+import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
 from mlflow.types import ColSpec, DataType, Schema
 
+from pipeline.data.images import MAX_MEGAPIXELS, over_bound
 from pipeline.files import read_json, write_json
 from pipeline.imports import closure
 from pipeline.layout import MODEL_FILE, PROJECT, SUMMARY_FILE
@@ -36,6 +42,29 @@ INPUT_COLUMN = "image"
 # A binary column: the scoring server base64-decodes it, Python callers pass bytes.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec(DataType.binary, INPUT_COLUMN)]))
 EXTRA_REQUIREMENTS = ("pillow", "pandas", "pydantic", "PyYAML")  # what the pipeline code imports besides Keras
+# The serving process's bounds: environment variables read when the model loads, with their defaults. The
+# server's memory is about its own (~1 GB) plus DECODERS x one decode (~0.5 GB at the pixel bound).
+BOUNDS = {
+    "PIPELINE_SERVE_MAX_ROWS": 64,  # image files per request
+    "PIPELINE_SERVE_MAX_IMAGE_MP": MAX_MEGAPIXELS,  # decoded megapixels per image, checked from its header
+    "PIPELINE_SERVE_DECODERS": 2,  # requests decoding and predicting at once; the others wait for a turn
+    "PIPELINE_SERVE_WAIT_S": 30,  # seconds a request waits for its turn (below MLflow's 60 s request timeout)
+}
+
+
+def bounds() -> dict[str, int]:
+    """BOUNDS, each overridden by its environment variable when set."""
+    out = {}
+    for name, default in BOUNDS.items():
+        raw = os.environ.get(name, str(default)).strip()
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{name}={raw!r}: expected a whole number >= 1 (default {default})")
+        out[name] = int(raw)
+    return out
+
+
+def _refused(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # HTTP 400 from the scoring server
 
 
 def _as_bytes(value: object) -> bytes | None:
@@ -56,11 +85,18 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         meta = read_json(context.artifacts["meta"])
         model = load_for_inference(context.artifacts["model"])
-        self.predictor = Predictor(model, meta["classes"], meta["image_size"], meta["tta_flip"])
+        self.bounds = bounds()
+        self.predictor = Predictor(
+            model, meta["classes"], meta["image_size"], meta["tta_flip"], self.bounds["PIPELINE_SERVE_MAX_IMAGE_MP"]
+        )
+        # the scoring server runs each request in a thread of one process: this caps the decodes held at once
+        self.turns = threading.BoundedSemaphore(self.bounds["PIPELINE_SERVE_DECODERS"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         # a DataFrame from the scoring server; a dict of columns or a bare list of files from Python callers
         values = model_input[INPUT_COLUMN] if isinstance(model_input, (pd.DataFrame, dict)) else model_input
+        if len(values) > (most := self.bounds["PIPELINE_SERVE_MAX_ROWS"]):
+            raise _refused(f"{len(values)} rows in one request, above the bound of {most} (PIPELINE_SERVE_MAX_ROWS)")
         with tempfile.TemporaryDirectory() as tmp:
             items: list[Prediction | tuple[str, Path]] = []
             for i, value in enumerate(values):
@@ -74,13 +110,36 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
                     continue
                 (Path(tmp) / str(i)).write_bytes(data)
                 items.append((f"row {i}", Path(tmp) / str(i)))
-            predictions = self.predictor.predict_files(items)
+            self._refuse_large(items)
+            predictions = self._in_turn(items)
         # object columns keep None as null in the JSON answer (a float column would turn it into NaN)
         return pd.DataFrame(
             [[p.label, p.probability, p.probabilities, p.error] for p in predictions],
             columns=["class", "probability", "probabilities", "error"],
             dtype=object,
         )
+
+    def _refuse_large(self, items: list[Prediction | tuple[str, Path]]) -> None:
+        """The whole request refused, from the files' headers, before anything is decoded."""
+        most = self.bounds["PIPELINE_SERVE_MAX_IMAGE_MP"]
+        large = [
+            f"{s}: {why}" for s, path in (x for x in items if isinstance(x, tuple)) if (why := over_bound(path, most))
+        ]
+        if large:
+            raise _refused(f"{'; '.join(large)} (PIPELINE_SERVE_MAX_IMAGE_MP)")
+
+    def _in_turn(self, items: list[Prediction | tuple[str, Path]]) -> list[Prediction]:
+        wait = self.bounds["PIPELINE_SERVE_WAIT_S"]
+        if not self.turns.acquire(timeout=wait):
+            raise MlflowException(
+                f"all {self.bounds['PIPELINE_SERVE_DECODERS']} decode turn(s) (PIPELINE_SERVE_DECODERS) stayed taken "
+                f"for {wait} s (PIPELINE_SERVE_WAIT_S): retry later",
+                error_code=RESOURCE_EXHAUSTED,  # HTTP 429
+            )
+        try:
+            return self.predictor.predict_files(items)
+        finally:
+            self.turns.release()
 
 
 def copy_code(dest: Path) -> Path:
