@@ -9,9 +9,11 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 
 import yaml
 
+from pipeline.config import load_params
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.processes import env
@@ -68,11 +70,12 @@ def test_a_second_dataset_runs_beside_the_first_and_the_way_back_recomputes_noth
     assert set(_ran(added)) == dvc_stage_names(["second"])  # source, and the second dataset's stages only
     assert (root / "data/second/models/finetune/model.keras").is_file()
     assert (_file_md5(model), model.stat().st_mtime_ns) == (model_md5, model_mtime)  # not rewritten
-    assert list(yaml.safe_load((root / "params.yaml").read_text())["datasets"]) == ["first", "second"]
+    assert list(load_params(root / "params.yaml")["datasets"]) == ["first", "second"]
     assert {k: v for k, v in _cached_outs(root).items() if k.startswith("data/first/")} == before_first
     records = {n: json.loads((root / f"data/{n}/reports/mlflow.json").read_text()) for n in ("first", "second")}
     assert records["first"]["experiment_id"] != records["second"]["experiment_id"]  # one MLflow experiment each
     assert json.loads(_dvc(root, "status", "--json")).keys() <= {"source"}  # both datasets up to date
+    _compare_fits_and_has_both_datasets(root)
 
     # The way back (README): params.yaml and dvc.lock from git, the outputs from DVC's cache.
     git(root, "restore", ".")
@@ -83,3 +86,18 @@ def test_a_second_dataset_runs_beside_the_first_and_the_way_back_recomputes_noth
     assert set(status) <= {"source"}, status  # `source` is always_changed: it re-checks every url on each repro
     assert _ran(_dvc(root, "repro")) == ["source"]  # nothing recomputed
     assert "two-datasets" in _dvc(root, "exp", "list", "--name-only")  # the two-dataset run is kept
+
+
+def _compare_fits_and_has_both_datasets(root):
+    """README's experiment table: a row per (experiment, dataset) with both heads' numbers, in 100 columns (with
+    two datasets `dvc exp show --keep` on metric names keeps nothing: DVC prefixes them with the file path)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.compare", "-n", "1"], cwd=root, env=env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, done.stdout
+    rows = {tuple(line.split()[:2]) for line in lines[2:]}
+    assert {("workspace", "first"), ("workspace", "second"), ("two-datasets", "second")} <= rows, done.stdout
+    for line in lines[2:]:
+        assert re.fullmatch(r"\s*\S+\s+\S+(\s+\d+\.\d\d%\s+\d\.\d{4}){2}", line), line
