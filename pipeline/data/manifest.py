@@ -1,11 +1,10 @@
 """The manifest written by prepare and read by every later stage: one row per usable image."""
+
 from __future__ import annotations
 
 import csv
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-
-from pipeline.layout import SPLITS
 
 IMBALANCE_WARNING = 1.5  # largest / smallest train class above this: prepare warns, suggesting class weights
 

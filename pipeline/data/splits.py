@@ -1,4 +1,5 @@
 """Deterministic, stratified train / validation / test assignment: depends only on the seed and the paths."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,7 +17,7 @@ def assign_splits(items: list[tuple[str, str, str | None]], cfg: SplitConfig) ->
     for rel, label, split in items:
         by_class[(label, split)].append(rel)
     out: dict[str, str] = {}
-    for (label, split), rels in sorted(by_class.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+    for (_label, split), rels in sorted(by_class.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         rels.sort(key=lambda r: path_key(cfg.seed, r))
         n = len(rels)
         if split is None:  # flat layout: carve both
@@ -32,7 +33,7 @@ def assign_splits(items: list[tuple[str, str, str | None]], cfg: SplitConfig) ->
             parts = []
         start = 0
         for name, count in parts:
-            for rel in rels[start:start + count]:
+            for rel in rels[start : start + count]:
                 out[rel] = name
             start += count
         for rel in rels[start:]:
