@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.config import Config, load_config
-from pipeline.data.archive import download
+from pipeline.data.archive import RAW, download
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.files import atomic_path
 from pipeline.layout import MODEL_FILE, DatasetLayout
@@ -87,7 +87,7 @@ def _raw(name: str) -> Path:
     the original is not prepared or extracted for it). Written whole or not at all."""
     raw = DatasetLayout.of(name, WORK).raw
     if not raw.exists():
-        with atomic_path(raw) as tmp:
+        with atomic_path(raw, RAW) as tmp:
             if name in TWINS:
                 _low_res(_raw(TWINS[name]), tmp)
             else:

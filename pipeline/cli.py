@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.config import ConfigError
-from pipeline.files import OutputPathError, write_json
+from pipeline.files import JSON, Kind, OutputPathError, check_output, write_json
 from pipeline.layout import PARAMS_FILE
 
 
@@ -26,6 +26,19 @@ def parser(doc: str | None, params_help: str = "parameters file") -> argparse.Ar
     ap.add_argument("--params", type=Path, default=PARAMS_FILE, help=f"{params_help} (default: {PARAMS_FILE})")
     ap.add_argument("--dataset", help="which entry of the parameters' datasets (default: data.name)")
     return ap
+
+
+def output(kind: Kind) -> Callable[[str], Path]:
+    """An argparse type for an output path: one that holds what this output did not write (files.check_output)
+    stops the command at parsing, before any work, with exit status 2 and the reason."""
+
+    def checked(value: str) -> Path:
+        try:
+            return check_output(value, kind)
+        except OutputPathError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return checked
 
 
 def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
@@ -46,6 +59,7 @@ def execution_record(path: Path) -> Iterator[dict]:
     """Facts about this execution that the block adds (speed, devices, sources), written to `path` with its wall
     time and its wall-clock start and end (ms since the epoch: what MLflow runs span) when the block succeeds.
     See layout.DatasetLayout.execution for why they live apart from the outputs."""
+    check_output(path, JSON)  # before the block's work
     facts: dict = {}
     started_ms, start = time.time_ns() // 1_000_000, time.perf_counter()
     yield facts

@@ -19,8 +19,8 @@ import numpy as np
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.evaluation.plots import plt, save_figure
-from pipeline.files import log, read_json, write_csv, write_json
+from pipeline.evaluation.plots import PNG, plt, save_figure
+from pipeline.files import JSON, check_output, csv_kind, log, read_json, write_csv, write_json
 from pipeline.layout import FEATURE_META_FILE, HEADS, DatasetLayout
 from pipeline.model.backbone import BASE_NAME, split_at_trainable
 from pipeline.model.devices import distribution
@@ -31,6 +31,9 @@ from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import array_dataset
 from pipeline.model.lr_range import RangeTest, range_test
 from pipeline.model.training import compile_for, targets
+
+COLUMNS = ["learning_rate", "loss", "smoothed_loss"]
+RESULTS = {".csv": csv_kind(COLUMNS), ".png": PNG, ".json": JSON}  # what each result file may replace
 
 
 def dense_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
@@ -66,7 +69,7 @@ def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
 
 def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:
     rows = zip(result.learning_rates, result.losses, result.smoothed)
-    write_csv(stem.with_suffix(".csv"), ["learning_rate", "loss", "smoothed_loss"], rows)
+    write_csv(stem.with_suffix(".csv"), COLUMNS, rows)
     write_json(stem.with_suffix(".json"), {"suggestion": result.suggestion, "steepest_descent": result.steepest})
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.learning_rates, result.losses, alpha=0.3, label="batch loss")
@@ -78,7 +81,7 @@ def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:
     ax.set_ylim(0, 1.5 * max(finite[: max(len(finite) // 2, 1)]))  # divergence at the end would hide the rest
     ax.legend()
     save_figure(fig, stem.with_suffix(".png"))
-    return [stem.with_suffix(s) for s in (".csv", ".png", ".json")]
+    return [stem.with_suffix(s) for s in RESULTS]
 
 
 def log_to_mlflow(cfg: Config, head: str, result: RangeTest, files: list[Path]) -> str:
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg = load_config(args.params, args.dataset)
     data = DatasetLayout.of(cfg.data.name)
+    for suffix, kind in RESULTS.items():  # before the test: a file of another kind there stops it at once
+        check_output(data.lr_find(args.head).with_suffix(suffix), kind)
     result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
     files = write_results(result, data.lr_find(args.head), args.head)
     if result.steepest == result.learning_rates[0]:  # suggest() found no descent after the first steps

@@ -17,11 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
 from pipeline.data.archive import DownloadError, fetch
 from pipeline.data.naming import IMAGE_SUFFIXES
-from pipeline.files import read_json, write_csv
+from pipeline.files import csv_kind, read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
 from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import PredictError, Prediction, Predictor, predictor_for
@@ -30,6 +30,8 @@ from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
 URL_TIMEOUT_S = 30
 URL_DEADLINE_S = 120  # one image, however slowly the server sends it
+COLUMNS = ["source", "class", "probability", "error"]  # then prob_<class> per class
+CSV = csv_kind(COLUMNS)  # --csv replaces only a predictions CSV (of any model's classes)
 
 
 def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
@@ -129,7 +131,7 @@ def write_predictions(path: Path, predictions: list[Prediction], classes: list[s
         rows.append(
             [p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.error or "", *probs]
         )
-    write_csv(path, ["source", "class", "probability", "error", *(f"prob_{c}" for c in classes)], rows)
+    write_csv(path, [*COLUMNS, *(f"prob_{c}" for c in classes)], rows, CSV)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         help="an MLflow model, e.g. models:/<name>-classifier@champion; store: "
         "MLFLOW_TRACKING_URI, else the project's mlflow.db",
     )
-    ap.add_argument("--csv", type=Path, help="also write the predictions to this CSV file")
+    ap.add_argument("--csv", type=output(CSV), help="also write the predictions to this CSV file")
     args = ap.parse_args(argv)
     setup_logging()
     if args.model_uri:

@@ -26,9 +26,10 @@ from pipeline.data.local_source import (  # noqa: F401  (DownloadError, RefusedE
     local_fingerprint,
     resolve_source,
 )
-from pipeline.files import atomic_path, log, scratch_dir, sha256_file
+from pipeline.files import atomic_path, folder_of, log, scratch_dir, sha256_file
 from pipeline.layout import DATA_ROOT
 
+RAW = folder_of("download")  # raw/ is replaced whole: only a folder that download wrote (or an empty one)
 OFFLINE_HINT = (
     f"Offline? Put the archive in a folder and set {MIRROR_ENV}=<folder>, "
     "or set the dataset's url (datasets.<name>.url) to a local path."
@@ -172,7 +173,7 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
     source, local = resolve_source(cfg.url)
     _refuse_overlap(cfg.url, local, raw_dir)
     if local is not None and local.is_dir():  # an already-unpacked folder of class sub-folders
-        with atomic_path(raw_dir) as tmp:
+        with atomic_path(raw_dir, RAW) as tmp:
             skipped = copy_dataset(local.resolve(), tmp)
         for s in skipped:
             log.warning("left out %s: %s", s["path"], s["reason"])
@@ -201,7 +202,7 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
                     "attempt %d/%d for %s failed: %s; retrying. %s", attempt, attempts, source, err, OFFLINE_HINT
                 )
                 time.sleep(2 ** (attempt - 1))
-        with atomic_path(raw_dir) as tmp:
+        with atomic_path(raw_dir, RAW) as tmp:
             extract_archive(archive, tmp, cfg)
         size = archive.stat().st_size
     log.info("verified %s (%d bytes, sha256 %s) and extracted it to %s", source, size, digest, raw_dir)

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import vl_convert
 
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import load_config
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, folder_of
 from pipeline.layout import DatasetLayout
 
 PNG_SCALE = 2  # vega's pixel size is small for a screen page
+OUTPUT = folder_of("offline_plots")  # replaced whole: only a folder this command wrote (or an empty one)
 
 
 class PlotsError(RuntimeError):
@@ -83,7 +84,7 @@ def render(shown: dict, project: Path, out: Path) -> list[Path]:
 
 def write_offline_plots(project: Path, out: Path) -> Path:
     """Render `project`'s plots into `out` as a whole: a failed run leaves the previous folder as it was."""
-    with tempfile.TemporaryDirectory(prefix="dvc_plots-") as scratch, atomic_path(out) as tmp:
+    with tempfile.TemporaryDirectory(prefix="dvc_plots-") as scratch, atomic_path(out, OUTPUT) as tmp:
         render(dvc_plots(project, Path(scratch)), project, tmp)
     return out / "index.html"
 
@@ -91,7 +92,9 @@ def write_offline_plots(project: Path, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--project", type=Path, default=Path("."), help="the DVC project (default: this folder)")
-    ap.add_argument("--out", type=Path, help="folder to write (default: data/<data.name>/reports/plots_offline)")
+    ap.add_argument(
+        "--out", type=output(OUTPUT), help="folder to write (default: data/<data.name>/reports/plots_offline)"
+    )
     args = ap.parse_args(argv)
     setup_logging()
     if (out := args.out) is None:

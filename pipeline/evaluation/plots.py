@@ -11,12 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
-from pipeline.files import atomic_path, read_json, write_csv  # noqa: E402
+from pipeline.files import atomic_path, magic_kind, read_json, write_csv  # noqa: E402
 from pipeline.layout import SUMMARY_FILE  # noqa: E402
+
+PNG = magic_kind("a PNG image", b"\x89PNG\r\n\x1a\n")  # what save_figure may replace
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PNG) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 

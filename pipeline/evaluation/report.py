@@ -20,7 +20,7 @@ from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_manifest
 from pipeline.evaluation.report_html import STYLE, provenance, table
-from pipeline.files import read_json, write_text
+from pipeline.files import check_output, read_json, text_kind, write_text
 from pipeline.layout import (
     HEADS,
     METRIC_NAMES,
@@ -34,6 +34,8 @@ from pipeline.layout import (
 )
 
 METRICS = ("n", *METRIC_NAMES)
+TITLE = ": evaluation report"  # after the dataset's name
+REPORT_HTML = text_kind("an evaluation report", f"{TITLE}</title>")  # what write_report may replace
 SUMMARY = (*SUMMARY_METRICS, "class_weight")
 PLOT_ORDER = (
     "curves_dense",
@@ -114,7 +116,7 @@ def render(
     heads = list(metrics)
     classes = list(next(iter(metrics.values()))["per_class"])
     parts = [
-        f"<h1>{escape(title)}: evaluation report</h1>",
+        f"<h1>{escape(title)}{TITLE}</h1>",
         provenance(config),
         f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>",
     ]
@@ -144,7 +146,7 @@ def render(
     if (reports / "plots").is_dir():
         parts.append(_plots_section(reports / "plots"))
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}: evaluation report</title>'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}{TITLE}</title>'
         f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
 
@@ -157,7 +159,7 @@ def write_report(
     title: str | None = None,
 ) -> Path:
     out = reports / REPORT_FILE
-    write_text(out, render(reports, model_dirs, manifest, config, title))
+    write_text(out, render(reports, model_dirs, manifest, config, title), REPORT_HTML)
     return out
 
 
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--manifest", type=Path, help="prepare's manifest.csv (class counts)")
     args = ap.parse_args(argv)
     setup_logging()
+    check_output(args.reports / REPORT_FILE, REPORT_HTML)
     model_dirs = {h: d for h, d in zip(HEADS, (args.dense, args.finetune)) if d}
     print(write_report(args.reports, model_dirs, args.manifest, load_config(args.params, args.dataset)))
 

@@ -17,9 +17,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.files import atomic_path, log, remove_stale_temps, sha256_json
+from pipeline.files import atomic_path, files_in, log, magic_kind, remove_stale_temps, sha256_json
 
 CHECKPOINT_FILE = "checkpoint.npz"
+# What save() may replace: a zip (.npz), whole or cut short (load() reports a damaged one and training restarts).
+CHECKPOINT = magic_kind("a training checkpoint (.npz)", b"PK\x03\x04")
+CHECKPOINT_FOLDER = files_in("a checkpoint folder", {CHECKPOINT_FILE: CHECKPOINT})  # the stage checks it first
 SEED_STATE = "seed_generator_state"  # the name Keras gives every SeedGenerator's state variable
 
 
@@ -104,7 +107,7 @@ class Checkpoint:
         for group, values in groups.items():
             arrays.update({f"{group}/{i}": np.asarray(v) for i, v in enumerate(values)})
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.file) as tmp, open(tmp, "wb") as f:
+        with atomic_path(self.file, CHECKPOINT) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
     def remove(self) -> None:

@@ -13,11 +13,17 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import TrainingConfig
-from pipeline.files import atomic_path, log, write_csv, write_json
+from pipeline.files import JSON, atomic_path, csv_kind, files_in, log, write_csv, write_json, zip_kind
 from pipeline.layout import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.checkpoint import Checkpoint, Resume
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+HISTORY_HEADER = ["epoch", *HISTORY_KEYS]
+KERAS_MODEL = zip_kind("a Keras model (.keras)", "metadata.json")
+# What save_training writes into a model folder, each file replacing only its own kind (the stages check it first).
+TRAINING_OUTPUTS = files_in(
+    "a model folder", {MODEL_FILE: KERAS_MODEL, HISTORY_FILE: csv_kind(HISTORY_HEADER), SUMMARY_FILE: JSON}
+)
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 
@@ -140,7 +146,7 @@ def save_model(model: keras.Model, path: Path) -> None:
     come from DVC's run-cache or remote. Keras stamps the archive with the save date (metadata.json's date_saved,
     each zip entry's time) and numbers objects shared between layers by their memory address (config.json's
     shared_object_id): the date is dropped, the entries get one fixed time, the ids become 1, 2, ... in order."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, KERAS_MODEL) as tmp:
         model.save(tmp)
         stamped = tmp.with_name(tmp.name + ".stamped")
         tmp.rename(stamped)
@@ -196,7 +202,7 @@ def save_training(
     save_model(model, out_dir / MODEL_FILE)
     write_csv(
         out_dir / HISTORY_FILE,
-        ["epoch", *HISTORY_KEYS],
+        HISTORY_HEADER,
         [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)],
     )
     write_json(out_dir / SUMMARY_FILE, summary)

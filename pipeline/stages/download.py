@@ -7,19 +7,17 @@ same on every machine; where it was read from goes to the execution record (--ex
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.cli import execution_record, parser, run_cli, setup_logging
+from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import load_config
-from pipeline.data.archive import DownloadError, download
-from pipeline.files import write_json
+from pipeline.data.archive import RAW, DownloadError, download
+from pipeline.files import JSON, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="folder to extract into")
-    ap.add_argument("--info", type=Path, required=True, help="JSON record of what was fetched")
-    ap.add_argument("--execution", type=Path, required=True, help="JSON: where it came from, how long it took")
+    ap.add_argument("--out", type=output(RAW), required=True, help="folder to extract into")
+    ap.add_argument("--info", type=output(JSON), required=True, help="JSON record of what was fetched")
+    ap.add_argument("--execution", type=output(JSON), required=True, help="JSON: where it came from, how long it took")
     args = ap.parse_args(argv)
     setup_logging()
     with execution_record(args.execution) as facts:

@@ -12,18 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import execution_record, parser, run_cli, setup_logging
+from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, EvaluateConfig, load_config
 from pipeline.data.dataset import check_images, find_root, scan
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.evaluation.explain import write_explanations
-from pipeline.evaluation.report import write_report
+from pipeline.evaluation.report import REPORT_HTML, write_report
 from pipeline.evaluation.scoring import score
-from pipeline.files import log, read_json
-from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
+from pipeline.files import JSON, files_in, log, read_json
+from pipeline.layout import FEATURE_META_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, SUMMARY_FILE
 from pipeline.model.features import feature_probabilities
 from pipeline.model.heads import dense_on_images
 from pipeline.model.inference import image_probabilities, load_for_inference, probabilities
+
+# Written into --out file by file, each replacing only its own kind (plots/: the same, per file when written).
+OUTPUT = files_in(
+    "a reports folder", {METRICS_FILE: JSON, REPORT_FILE: REPORT_HTML, "plots": files_in("a plots folder", {})}
+)
 
 
 def evaluate(
@@ -99,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dense", type=Path, required=True, help="train_dense output folder")
     ap.add_argument("--finetune", type=Path, required=True, help="train_finetune output folder")
     ap.add_argument("--images", type=Path, help="score this labelled image folder instead of the test split")
-    ap.add_argument("--out", type=Path, required=True, help="folder for metrics.json and plots/")
-    ap.add_argument("--execution", type=Path, help="JSON: when it ran and for how long (the MLflow run's end)")
+    ap.add_argument("--out", type=output(OUTPUT), required=True, help="folder for metrics.json and plots/")
+    ap.add_argument("--execution", type=output(JSON), help="JSON: when it ran and for how long (the MLflow run's end)")
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params, args.dataset)

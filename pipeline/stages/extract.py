@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import execution_record, parser, run_cli, setup_logging
+from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, ExtractConfig, load_config
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.files import atomic_path, log, sha256_file, write_json
+from pipeline.files import JSON, atomic_path, folder_of, log, sha256_file, write_json
 from pipeline.layout import FEATURE_META_FILE, SPLITS
 from pipeline.model.backbone import PREPROCESSING, conv_base
 from pipeline.model.devices import describe_devices, distribution
@@ -28,6 +28,8 @@ from pipeline.model.features import (
     labels_file,
     stream_features,
 )
+
+OUTPUT = folder_of("extract")  # replaced whole: only a folder this stage wrote (or an empty one)
 
 
 def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: ExtractConfig) -> dict:
@@ -47,7 +49,7 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
     shape = tuple(int(d) for d in base.output.shape[1:])
     run = {m: feature_function(base, strategy, mirrored=m) for m in (False, True)}
     counts, speed = {}, {}
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, OUTPUT) as tmp:
         tmp.mkdir()
         for split in SPLITS:
             part = split_rows(rows, split)
@@ -82,8 +84,8 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True, help="feature folder")
-    ap.add_argument("--execution", type=Path, required=True, help="JSON: img/s per split, devices, seconds")
+    ap.add_argument("--out", type=output(OUTPUT), required=True, help="feature folder")
+    ap.add_argument("--execution", type=output(JSON), required=True, help="JSON: img/s per split, devices, seconds")
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params, args.dataset)

@@ -1,7 +1,8 @@
 """Stage 2: validate every image, split train / validation / test deterministically, write the manifest.
 
-Every file under raw/ ends up either in manifest.csv or, with its reason, in quarantine.csv (paths relative to
-raw/); the counts per reason go to the summary JSON. Nothing in raw/ is touched. Layouts: data/dataset.py.
+Every file under raw/ (but the download stage's marker) ends up either in manifest.csv or, with its reason, in
+quarantine.csv (paths relative to raw/); the counts per reason go to the summary JSON. Nothing in raw/ is touched.
+Layouts: data/dataset.py.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import SplitConfig, load_config
 from pipeline.data.dataset import DatasetError, Usable, check_images, find_root, scan, unreached
 from pipeline.data.manifest import FIELDS, IMBALANCE_WARNING, Row, imbalance_ratio
 from pipeline.data.splits import assign_splits
-from pipeline.files import atomic_path, log, write_csv, write_json
+from pipeline.files import JSON, MARKER, atomic_path, folder_of, log, write_csv, write_json
 from pipeline.layout import DUPLICATES_FILE, MANIFEST_FILE, QUARANTINE_FILE, SPLITS
 
 MIN_PER_SPLIT = 1
+OUTPUT = folder_of("prepare")  # replaced whole: only a folder this stage wrote (or an empty one)
 
 
 def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, workers: int | None = None) -> dict:
@@ -31,8 +33,9 @@ def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, work
     for note in found.layout_notes:
         log.warning("ambiguous layout: %s", note)
     rejected = found.rejected + unreached(raw, {i.file for i in found.images} | {f for f, _ in found.rejected})
+    rejected = [(f, reason) for f, reason in rejected if f != raw / MARKER]  # download's, not the dataset's
     base = out_dir.resolve()
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, OUTPUT) as tmp:
         usable, bad = check_images(found.images, root, tmp / "converted", base / "converted", workers)
         quarantine = [(f.relative_to(raw).as_posix(), reason) for f, reason in sorted(rejected + bad)]
         _report(quarantine)
@@ -148,8 +151,8 @@ def _summary(
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--raw", type=Path, required=True, help="folder written by the download stage")
-    ap.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and reports")
-    ap.add_argument("--summary", type=Path, required=True, help="JSON counts (DVC metrics)")
+    ap.add_argument("--out", type=output(OUTPUT), required=True, help="folder for manifest.csv and reports")
+    ap.add_argument("--summary", type=output(JSON), required=True, help="JSON counts (DVC metrics)")
     args = ap.parse_args(argv)
     setup_logging()
     prepare(args.raw, args.out, args.summary, load_config(args.params, args.dataset).split)

@@ -10,24 +10,26 @@ it names changes, and then that dataset's download stage re-runs, and only that 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import load_params, parse_all
 from pipeline.data.archive import DownloadError, source_fingerprint
 from pipeline.datasets import require_in_step
-from pipeline.files import atomic_path, log, write_json
+from pipeline.files import atomic_path, folder_of, log, write_json
 from pipeline.layout import source_record
+
+OUTPUT = folder_of("source")  # replaced whole: only a folder this stage wrote (or an empty one)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="folder: one JSON per dataset (name, URL, fingerprint)")
+    ap.add_argument(
+        "--out", type=output(OUTPUT), required=True, help="folder: one JSON per dataset (name, URL, fingerprint)"
+    )
     args = ap.parse_args(argv)
     setup_logging()
     configs = parse_all(load_params(args.params), str(args.params))
     require_in_step(args.params)  # a name dvc.yaml's stages use has passed the checks above
-    with atomic_path(args.out) as tmp:
+    with atomic_path(args.out, OUTPUT) as tmp:
         tmp.mkdir()
         for data in (cfg.data for cfg in configs):
             record = {"name": data.name, "url": data.url, "source": source_fingerprint(data.url)}

@@ -10,13 +10,20 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.cli import execution_record, parser, run_cli, setup_logging
+from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import DenseConfig, load_config
-from pipeline.files import log, read_json
+from pipeline.files import JSON, log, read_json
 from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features, load_train_features
 from pipeline.model.heads import build_dense_head, ensemble
-from pipeline.model.training import best_epoch_callback, class_weights, compile_for, save_training, targets
+from pipeline.model.training import (
+    TRAINING_OUTPUTS,
+    best_epoch_callback,
+    class_weights,
+    compile_for,
+    save_training,
+    targets,
+)
 from pipeline.tracking.live import LiveRun, live_training
 
 Split = tuple[np.ndarray, np.ndarray]  # features, integer labels
@@ -86,8 +93,10 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True, help="folder for model.keras, history.csv, summary.json")
-    ap.add_argument("--execution", type=Path, required=True, help="JSON: training time")
+    ap.add_argument(
+        "--out", type=output(TRAINING_OUTPUTS), required=True, help="folder for model.keras, history.csv, summary.json"
+    )
+    ap.add_argument("--execution", type=output(JSON), required=True, help="JSON: training time")
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params, args.dataset)

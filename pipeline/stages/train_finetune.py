@@ -15,16 +15,23 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.cli import execution_record, parser, run_cli, setup_logging
+from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, FinetuneConfig, load_config
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.files import log, sha256_file
-from pipeline.model.checkpoint import Checkpoint, fingerprint
+from pipeline.files import JSON, log, sha256_file
+from pipeline.model.checkpoint import CHECKPOINT_FOLDER, Checkpoint, fingerprint
 from pipeline.model.devices import distribution
 from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
-from pipeline.model.training import class_weights, compile_for, fit_from_start, save_training, targets
+from pipeline.model.training import (
+    TRAINING_OUTPUTS,
+    class_weights,
+    compile_for,
+    fit_from_start,
+    save_training,
+    targets,
+)
 from pipeline.tracking.live import LiveRun, live_training
 
 
@@ -104,10 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--dense-model", type=Path, required=True, help="model.keras from train_dense")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--execution", type=Path, required=True, help="JSON: training time, epochs run")
+    ap.add_argument("--out", type=output(TRAINING_OUTPUTS), required=True)
+    ap.add_argument("--execution", type=output(JSON), required=True, help="JSON: training time, epochs run")
     ap.add_argument(
-        "--checkpoint", type=Path, help="folder for the per-epoch checkpoint (outside --out: DVC deletes outs)"
+        "--checkpoint",
+        type=output(CHECKPOINT_FOLDER),
+        help="folder for the per-epoch checkpoint (outside --out: DVC deletes outs)",
     )
     args = ap.parse_args(argv)
     if args.checkpoint and args.out.resolve() in (args.checkpoint.resolve(), *args.checkpoint.resolve().parents):

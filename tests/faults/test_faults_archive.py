@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from pipeline.data.archive import DownloadError, download, extract_archive, source_fingerprint
-from pipeline.files import OutputPathError, write_json, write_text
+from pipeline.files import JSON, MARKER, OutputPathError, write_json, write_text
 from tests.helpers.faults import tar_with
 from tests.helpers.images import make_dataset
 from tests.helpers.params import data_config, tiny_params, write_params
@@ -34,7 +34,7 @@ def test_a_file_write_never_replaces_a_folder_or_a_fifo(tmp_path):
     assert (folder / "keep" / "a.txt").read_text() == "mine"
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(OutputPathError, match="not a regular file"):
-        write_text(tmp_path / "fifo", "x")
+        write_text(tmp_path / "fifo", "x", JSON)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "out.json"]  # no temp left either
 
 
@@ -53,7 +53,7 @@ def test_stage_cli_with_a_folder_as_output_file_exits_2_and_keeps_it(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "error: info is a folder: refusing to replace it with a file" in proc.stderr
+    assert "error: argument --info: info is a folder: refusing to replace it with a file" in proc.stderr
     assert (tmp_path / "info" / "sub" / "b.txt").read_text() == "mine"
 
 
@@ -77,7 +77,7 @@ def test_folder_dataset_links_and_fifos_are_skipped_and_reported(tmp_path):
     info, _ = download(data_config(str(src)), tmp_path / "data" / "raw")
     raw = tmp_path / "data" / "raw"
     assert not any(p.is_symlink() for p in raw.rglob("*"))
-    assert _tree(raw) == [t for t in _tree(src) if t not in links and not t.endswith("pipe.jpg")]
+    assert _tree(raw) == [MARKER] + [t for t in _tree(src) if t not in links and not t.endswith("pipe.jpg")]
     reasons = {s["path"]: s["reason"] for s in info["skipped"]}  # relative: the same record on any machine
     assert sorted(reasons) == sorted([*links, "cats/pipe.jpg"])
     for name, target in links.items():

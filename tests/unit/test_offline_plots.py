@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline.evaluation.offline_plots import PlotsError, main
+from pipeline.files import MARKER
 from tests.helpers import REPO
 
 HISTORY = REPO / "data" / "cats_and_dogs_filtered" / "models" / "dense" / "history.csv"  # committed to git
@@ -43,7 +44,7 @@ def test_plots_render_offline(project, capsys):
     html = (out / "index.html").read_text()
     assert 'src="training_curves-0.png"' in html and 'src="gallery.png-0.png"' in html
     assert "http" not in html.replace(str(project), "")  # nothing to fetch
-    assert sorted(p.name for p in out.iterdir()) == ["gallery.png-0.png", "index.html", "training_curves-0.png"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "gallery.png-0.png", "index.html", "training_curves-0.png"]
     assert not (project / "dvc_plots").exists()  # DVC's default copy of the image plots went to a scratch folder
 
 
