@@ -26,9 +26,9 @@ from pathlib import Path
 
 from common import SHARED, load, machine
 
-import yaml
-
 from flows.dvc_commands import stage_order
+from flows.overrides import write_overrides
+from pipeline.config import load_params
 from pipeline.layout import stage_parts
 from tests.helpers.project import copy_repo  # the tests' copy: tracked + untracked-not-ignored files
 
@@ -75,7 +75,7 @@ def main() -> None:
     project = copy_repo(tmp / "project")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)  # DVC's project is a git repo (as test_e2e's)
     params_file = project / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
+    params = load_params(params_file)  # as DVC reads it
     data = project / "data" / params["data"]["name"]
     stages = [stage_parts(s)[0] for s in stage_order(project)]  # dvc.yaml's own order (the copy has one dataset)
     print(f"project copy: {project}")
@@ -95,8 +95,7 @@ def main() -> None:
 
     features = data / "features" / "train.npy"
     stamp = features.stat().st_mtime_ns
-    params["dense"]["dropout"] = 0.4
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    write_overrides(params_file, {"dense.dropout": 0.4})  # as `dvc exp run -S` writes it
     print("\n3. dense.dropout 0.5 -> 0.4, `dvc repro --single-item train_dense` with the images moved away:")
     with images_moved_away(data):
         seconds, ran = dvc(project, "repro", "--single-item", "train_dense")

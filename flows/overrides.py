@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ConfigError, parse_all, parse_config, read_params
+from pipeline.config import Config, ConfigError, load_params, parse_all, parse_config
 from pipeline.layout import PARAMS_FILE
 
 
@@ -43,7 +43,7 @@ def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
 def _effective(root: Path, overrides: dict[str, Any]) -> tuple[dict, str]:
     path = root / PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
-    return apply_overrides(read_params(path), overrides), source
+    return apply_overrides(load_params(path), overrides), source
 
 
 def effective_config(root: Path, overrides: dict[str, Any]) -> Config:

@@ -12,15 +12,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.layout import PARAMS_FILE, RESERVED_NAMES
-
-
-class ConfigError(ValueError):
-    """A params.yaml value is missing, of the wrong type or out of range."""
-
+from pipeline.params_file import ConfigError, load_params
 
 # Seeds seed..seed+ensemble-1 all go to NumPy and TensorFlow, whose seeds are non-negative 32-bit integers.
 SEED_MAX = 2**31 - 1
@@ -165,7 +160,9 @@ def _describe(err: ValidationError, source: str, dataset: str = "", own: frozens
         allowed = e.get("ctx", {}).get("expected")
         hint = f" (allowed: {allowed})" if allowed else ""
         if e["type"] in ("float_type", "int_type") and isinstance(e["input"], str):
-            hint = " (quoted text is not a number; YAML also reads 1e-3 as text: write 1.0e-3)"
+            hint = " (quoted text is not a number)"
+        if e["type"] == "bool_type" and isinstance(e["input"], str):
+            hint = " (YAML 1.2, as DVC reads params: only true and false are booleans, yes/no/on/off are text)"
         got = "" if e["type"] == "missing" else f", got {e['input']!r}"
         lines.append(f"  {key}: {e['msg']}{hint}{got}")
     return "\n".join(lines)
@@ -228,36 +225,6 @@ def parse_config(raw: object, source: str = "params", dataset: str | None = None
 def parse_all(raw: object, source: str = "params") -> list[Config]:
     """Every dataset's Config, in params.yaml's order: each one validated."""
     return [parse_config(raw, source, name) for name in dataset_names(raw, source)]
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys; DVC refuses them, and so do we: a second partial `dense:` would
-    otherwise silently drop every key of the first."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_params(path: Path) -> object:
-    """params.yaml as data, refusing duplicate keys (FileNotFoundError and yaml.YAMLError pass through)."""
-    return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-
-
-def load_params(path: Path | str = PARAMS_FILE) -> object:
-    """params.yaml as data; a missing file or bad YAML is a ConfigError."""
-    path = Path(path)
-    try:
-        return read_params(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: parameters file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
 
 
 def load_config(path: Path | str = PARAMS_FILE, dataset: str | None = None) -> Config:

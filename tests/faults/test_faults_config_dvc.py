@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from pipeline.data.dataset import DatasetError
 from pipeline.files import read_json
 from pipeline.stages.prepare import prepare
 from tests.helpers.images import make_dataset, make_image
-from tests.helpers.params import tiny_config, tiny_params, write_params
+from tests.helpers.params import params_text, tiny_config, tiny_params, write_params
 from tests.helpers.processes import env
 from tests.helpers.project import copy_repo, git
 
@@ -56,7 +55,7 @@ def test_a_changed_local_folder_reruns_download(dvc_project):
 
 
 def test_duplicate_yaml_keys_are_refused(tmp_path):
-    text = yaml.safe_dump(tiny_params()) + "dense:\n  epochs: 3\n"  # a second, partial dense section
+    text = params_text(tiny_params()) + "dense:\n  epochs: 3\n"  # a second, partial dense section
     (tmp_path / "dup.yaml").write_text(text)
     done = _run(
         [

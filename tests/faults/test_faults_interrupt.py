@@ -10,9 +10,8 @@ import sys
 import keras
 import numpy as np
 import pytest
-import yaml
 
-from pipeline.config import load_config
+from pipeline.config import load_config, load_params
 from pipeline.files import atomic_path, read_json
 from pipeline.layout import SPLITS
 from pipeline.model.features import load_features
@@ -172,7 +171,7 @@ def test_kill_dvc_repro_during_extract_then_repro_completes(project):
 
 
 def test_two_dvc_repro_at_once_one_waits_or_fails_on_the_lock(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     params["extract"]["batch_size"] = 8  # so extract must run again
     write_params(project / "params.yaml", params)
     logs = [project.parent / f"concurrent{i}.log" for i in (1, 2)]

@@ -8,13 +8,12 @@ import sys
 import threading
 
 import pytest
-import yaml
 
 from pipeline.data.archive import MIRROR_ENV, DownloadError, download, source_fingerprint
 from pipeline.datasets import read_list
 from pipeline.files import MARKER
 from tests.helpers.images import make_dataset, zip_dir
-from tests.helpers.params import data_config, tiny_params, write_params
+from tests.helpers.params import data_config, params_text, tiny_params, write_params
 from tests.helpers.processes import env
 from tests.helpers.project import copy_repo, git
 
@@ -105,7 +104,7 @@ def test_an_added_dataset_updates_the_list_stops_once_then_builds(project, tmp_p
     root, source = project
     params = tiny_params({"data": {"name": "tiny", "url": str(source)}})
     params["datasets"]["second"] = {"url": str(source)}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # a hand edit: the list not synced
+    (root / "params.yaml").write_text(params_text(params))  # a hand edit: the list not synced
     first = _run(["dvc", "repro", "download"], root)
     assert "added ['second']" in first.stdout + first.stderr and first.returncode != 0
     assert read_list(root / "data" / "datasets.yaml") == ["tiny", "second"]

@@ -82,7 +82,9 @@ def test_every_stage_cli_rejects_bad_params_before_any_work(tmp_path, monkeypatc
         # strict types: text is not a number, true is not an integer, "yes" is not a bool
         ("dense", "learning_rate", "0.01", ["dense.learning_rate", "quoted text is not a number", "got '0.01'"]),
         ("dense", "epochs", True, ["dense.epochs", "valid integer", "got True"]),
-        ("evaluate", "tta_flip", "yes", ["evaluate.tta_flip", "valid boolean", "got 'yes'"]),
+        # (as DVC reads params.yaml, YAML 1.2: yes/off written unquoted are text too, refused, never a bool)
+        ("evaluate", "tta_flip", "yes", ["evaluate.tta_flip", "valid boolean", "only true and false", "got 'yes'"]),
+        ("dense", "flip", "off", ["dense.flip", "valid boolean", "only true and false", "got 'off'"]),
         ("dense", "seed", -1, ["dense.seed", "greater than or equal to 0", "got -1"]),
         ("split", "seed", 2**32, ["split.seed", "less than or equal to 2147483647"]),
     ],

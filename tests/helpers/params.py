@@ -7,9 +7,9 @@ import contextlib
 import copy
 from pathlib import Path
 
-import yaml
+from dvc.utils.serialize import dumps_yaml
 
-from pipeline.config import SOURCE_KEYS, Config, ConfigError, DataConfig, parse_config
+from pipeline.config import SOURCE_KEYS, Config, ConfigError, DataConfig, load_params, parse_config
 from pipeline.datasets import sync
 from pipeline.layout import DATASET_LIST
 from tests.helpers import REPO
@@ -66,7 +66,7 @@ def deep_merge(base: dict, *overs: dict) -> dict:
 
 
 def repo_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return load_params(REPO / "params.yaml")
 
 
 def tiny_params(*overrides: dict) -> dict:
@@ -94,11 +94,17 @@ def data_config(url: str, **keys) -> DataConfig:
     return tiny_config({"data": {"name": "s", "url": url, **keys}}).data
 
 
+def params_text(params: dict) -> str:
+    """`params` as DVC writes a params file (PyYAML would write the text "1e-5" unquoted, which DVC and the config
+    read as a number)."""
+    return dumps_yaml(params)
+
+
 def write_params(path: Path, params: dict) -> Path:
-    """`params` written to `path`; in a DVC project (dvc.yaml beside it), its checked dataset list follows as
-    `python -m pipeline.datasets` would write it, unless a name is refused (then it stays as it was)."""
+    """`params` written to `path` (params_text); in a DVC project (dvc.yaml beside it), its checked dataset list
+    follows as `python -m pipeline.datasets` would write it, unless a name is refused (then it stays as it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(params_text(params))
     if (path.parent / "dvc.yaml").is_file():
         with contextlib.suppress(ConfigError):
             sync(path, path.parent / DATASET_LIST)

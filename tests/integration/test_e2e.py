@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from pipeline.config import load_params
 from pipeline.layout import DatasetLayout, stage_id
 from tests.helpers import SHARED
+from tests.helpers.params import write_params
 from tests.helpers.project import copy_repo
 from tests.helpers.structure import dvc_stage_names
 
@@ -56,10 +57,10 @@ def _ran(log: str) -> set[str]:
 def test_dvc_repro_on_real_data(tmp_path):
     project = copy_repo(tmp_path / "project")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     for section, keys in SHORTER.items():
         params[section].update(keys)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(project / "params.yaml", params)
     first = _repro(project)
     name = params["data"]["name"]
     assert _ran(first) == dvc_stage_names([name])  # a fresh copy runs every stage
@@ -88,7 +89,7 @@ def test_dvc_repro_on_real_data(tmp_path):
     # show this: it only knows the head's params changed, not that its model will. Re-running the rest is
     # covered on tiny data in test_flows and timed in benchmarks/.)
     params["dense"]["dropout"] = 0.4
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(project / "params.yaml", params)
     head = stage_id("train_dense", name)
     assert _ran(_repro(project, "--single-item", head)) == {head}
     stale = {"source", *(stage_id(s, name) for s in ("train_finetune", "evaluate", "track"))}  # source: always_changed

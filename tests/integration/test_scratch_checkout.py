@@ -16,6 +16,7 @@ import yaml
 from flows.dvc_commands import DvcError, run_dvc
 from flows.experiments import check_out, exp_env, head_commit, save_experiment, scratch_clone
 from flows.overrides import write_overrides
+from pipeline.config import load_params
 from tests.helpers.project import git
 
 LOG = logging.getLogger("test_scratch_checkout")
@@ -56,7 +57,7 @@ def test_an_experiment_made_in_a_scratch_clone_reaches_the_workspace(workspace):
     before = {f: (root / f).read_bytes() for f in ("params.yaml", "dvc.lock", "a.txt", "b.txt")}
     with scratch_clone(root, "exp-1") as clone:
         assert clone.parent == root / ".dvc" / "tmp"
-        assert yaml.safe_load((clone / "params.yaml").read_text())["y"] == 2  # the uncommitted change came along
+        assert load_params(clone / "params.yaml")["y"] == 2  # the uncommitted change came along
         assert not (clone / "notes.txt").exists()  # untracked files stay behind, as with `dvc exp run`
         check_out(clone, LOG, 60)
         write_overrides(clone / "params.yaml", {"x": 5})

@@ -14,13 +14,13 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pipeline.layout import SUMMARY_FILE, DatasetLayout
+from pipeline.params_file import parse_params
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import tiny_params
 from tests.helpers.prefect_server import deploy_scale_out, prefect_server, run_fanout, scale_out_origin, workers
@@ -115,7 +115,7 @@ def test_each_trial_is_a_dvc_experiment_on_the_git_remote(sweep):
     summary_file = DatasetLayout.of(NAME).model_dir("dense") / SUMMARY_FILE
     for row in rows:
         ref = by_name[row["experiment"]]
-        params = yaml.safe_load(git(bare, "show", f"{ref}:params.yaml"))
+        params = parse_params(git(bare, "show", f"{ref}:params.yaml"), f"{ref}:params.yaml")
         assert params["dense"]["learning_rate"] == row["overrides"]["dense.learning_rate"]
         summary = json.loads(git(bare, "show", f"{ref}:{summary_file.as_posix()}"))
         assert summary["val_loss"] == pytest.approx(row["metrics"]["val_loss"])  # the metrics `dvc exp show` reads
