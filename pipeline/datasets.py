@@ -44,11 +44,13 @@ def read_list(path: Path = DATASET_LIST) -> list[str]:
     """The names in the list file (written by write_list: one `- name` line each), [] when there is none."""
     if not path.is_file():
         return []
-    return [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
+    return [line[2:].strip().strip("'") for line in path.read_text().splitlines() if line.startswith("- ")]
 
 
 def _text(names: list[str], default: str) -> str:
-    return _HEADER + f"{DEFAULT_DATASET_KEY}: {default}\n{DATASET_LIST_KEY}:\n" + "".join(f"- {n}\n" for n in names)
+    """Each name quoted: DVC reads this file as YAML 1.2, where `1e5`, `true` or `010` alone are no text."""
+    quoted = "".join(f"- '{n}'\n" for n in names)  # a checked name holds no quote
+    return _HEADER + f"{DEFAULT_DATASET_KEY}: '{default}'\n{DATASET_LIST_KEY}:\n" + quoted
 
 
 def sync(params: Path, path: Path = DATASET_LIST) -> tuple[list[str], list[str]]:

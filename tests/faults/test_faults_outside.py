@@ -195,3 +195,14 @@ def test_the_download_cli_refuses_a_device_in_one_line(tmp_path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: data.url /dev/zero: /dev/zero is a character device" in done.stderr
+
+
+def test_names_yaml_would_read_as_numbers_or_booleans_stay_text(project):
+    root, source = project
+    params = tiny_params({"data": {"name": "tiny", "url": str(source)}})
+    for name in ("1e5", "true", "010"):  # quoted keys in params.yaml: text there, a float/bool/int if unquoted
+        params["datasets"][name] = {"url": str(source)}
+    write_params(root / "params.yaml", params)
+    listed = _run(["dvc", "stage", "list"], root).stdout
+    assert {"download@1e5", "download@true", "download@010"} <= {line.split()[0] for line in listed.splitlines()}
+    assert "data/1e5/raw" in listed and "100000" not in listed and "True" not in listed, listed
