@@ -204,7 +204,7 @@ def _select(raw: dict, dataset: str | None, source: str) -> dict:
         if name not in names:
             raise ConfigError(
                 f"{source}: {what} {name!r} is not one of datasets: {', '.join(names)} "
-                f"(add one: dvc exp run -S '+datasets.{name}.url=<archive or folder>')"
+                f"(add one: datasets.{name}.url in params.yaml, then python -m pipeline.datasets)"
             )
     name = dataset or data["name"]
     return {k: v for k, v in raw.items() if k != "datasets"} | {"data": {**data, **raw["datasets"][name], "name": name}}
