@@ -16,9 +16,9 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.cli import parser, run_cli, setup_logging
+from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
-from pipeline.files import log, read_json, write_json
+from pipeline.files import JSON, log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
 from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, run_name
 from pipeline.tracking.records import child_run, execution_span, stage_span, terminate
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
     ap.add_argument("--data", type=Path, required=True, help="the dataset's folder, data/<data.name>")
     ap.add_argument("--lock", type=Path, default=LOCK_FILE, help="its stage hashes become run tags")
-    ap.add_argument("--out", type=Path, required=True, help="JSON record of what was logged")
+    ap.add_argument("--out", type=output(JSON), required=True, help="JSON record of what was logged")
     args = ap.parse_args(argv)
     setup_logging()
     for key, value in HTTP_DEFAULTS.items():

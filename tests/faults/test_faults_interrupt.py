@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config, load_params
-from pipeline.files import atomic_path, read_json
+from pipeline.files import JSON, atomic_path, read_json
 from pipeline.layout import SPLITS
 from pipeline.model.features import load_features
 from pipeline.stages.extract import extract
@@ -71,7 +71,7 @@ def test_stale_temps_of_dead_writers_are_removed_live_ones_kept(tmp_path):
     other = tmp_path / f".tmp-out.csv-{dead.stdout.strip()}-abcd_123"  # another target's: not ours to judge
     for d in (stale, live, other):
         d.mkdir()
-    with atomic_path(tmp_path / "out") as tmp:
+    with atomic_path(tmp_path / "out", JSON) as tmp:
         tmp.write_text("done")
     assert _temps(tmp_path) == sorted([live.name, other.name])
     assert (tmp_path / "out").read_text() == "done"

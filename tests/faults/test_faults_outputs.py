@@ -4,6 +4,7 @@ another kind, a link to one); a rerun still replaces its own output. Real files 
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from pipeline.files import JSON, MARKER, OutputPathError, atomic_path, check_output, folder_of, write_csv, write_json
 from pipeline.layout import PARAMS_FILE, DatasetLayout
+from tests.helpers import REPO
 from tests.helpers.images import make_image
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.processes import env
@@ -179,3 +181,22 @@ def test_a_folder_output_restored_by_dvc_checkout_is_still_its_writer_s(tmp_path
     shutil.rmtree(tmp_path / "features")
     dvc("checkout", "-q")
     assert check_output(tmp_path / "features", folder_of("extract"))  # the marker came back with the folder
+
+
+OUTPUT_FLAGS = {"--out", "--info", "--summary", "--execution", "--csv", "--checkpoint"}
+INPUTS = {("pipeline/tracking/sweep.py", "--summary")}  # a trial's summary.json, read
+
+
+def test_every_cli_output_argument_is_checked_at_parsing():
+    unchecked = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        for call in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "add_argument"):
+                continue
+            flag = call.args[0].value if call.args and isinstance(call.args[0], ast.Constant) else None
+            kind = next((k.value for k in call.keywords if k.arg == "type"), None)
+            checked = isinstance(kind, ast.Call) and getattr(kind.func, "id", None) == "output"
+            rel = path.relative_to(REPO).as_posix()
+            if flag in OUTPUT_FLAGS and not checked and (rel, flag) not in INPUTS:
+                unchecked.append(f"{rel}: {flag}")
+    assert unchecked == []
