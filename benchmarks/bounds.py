@@ -29,10 +29,13 @@ from common import REPO, machine, real_images
 import psutil
 from PIL import Image
 
+from pipeline.cli import output
+from pipeline.files import claim_folder, folder_of
 from tests.helpers.faults import huge_jpeg, large_png
 from tests.helpers.processes import env, start, stop
 from tests.helpers.servers import free_port, wait_healthy
 
+CACHE = folder_of("benchmarks/bounds.py")  # --dir: new, empty, or one this benchmark made (it writes into it)
 DECODE = (  # a fresh interpreter; VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
     "import re, sys; from pathlib import Path; from pipeline.data.images import check_image\n"
     "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) / 1024\n"
@@ -169,12 +172,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["decode", "serve"])
     parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--dir", type=Path, help="keep the images here between runs (default: a temp dir)")
+    parser.add_argument("--dir", type=output(CACHE), help="keep the images here between runs (default: a temp dir)")
     args = parser.parse_args()
     print(machine())
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.dir or Path(scratch)
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = claim_folder(args.dir, CACHE) if args.dir else Path(scratch)
         if args.only != "serve":
             decode(tmp)
         if args.only != "decode":

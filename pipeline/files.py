@@ -136,17 +136,27 @@ def check_output(target: Path | str, kind: Kind) -> Path:
 
 
 def _owns(kind: Kind, path: Path) -> bool:
-    try:
+    with contextlib.suppress(OSError, ValueError, RecursionError, csv.Error, zipfile.BadZipFile):  # not UTF-8, JSON
         return kind.owns(path)
-    except (OSError, ValueError, RecursionError, csv.Error, zipfile.BadZipFile):  # ValueError: not UTF-8, not JSON
-        return False
+    return False
+
+
+def claim_folder(folder: Path | str, kind: Kind) -> Path:
+    """`folder` (new, empty or already its) made `kind.writer`'s: one written into, not replaced (a cache)."""
+    folder = check_output(folder, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    _mark(folder, kind.writer)
+    return folder
+
+
+def _mark(folder: Path, writer: str) -> None:
+    (folder / MARKER).write_text(writer + "\n")
 
 
 def _marker(folder: Path) -> str | None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         return (folder / MARKER).read_text().strip()
-    except (OSError, ValueError):
-        return None
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -197,7 +207,7 @@ def atomic_path(target: Path | str, kind: Kind) -> Iterator[Path]:
         tmp = scratch / target.name
         yield tmp
         if kind.writer and tmp.is_dir():
-            (tmp / MARKER).write_text(kind.writer + "\n")
+            _mark(tmp, kind.writer)
         check_output(target, kind)
         if target.is_dir() and not target.is_symlink():
             os.replace(target, scratch / ".old")  # a rename, not rmtree: never a half-deleted target

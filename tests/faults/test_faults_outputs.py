@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.files import JSON, MARKER, OutputPathError, atomic_path, check_output, folder_of, write_csv, write_json
+from pipeline.files import (
+    JSON,
+    MARKER,
+    OutputPathError,
+    atomic_path,
+    check_output,
+    claim_folder,
+    folder_of,
+    write_csv,
+    write_json,
+)
 from pipeline.layout import PARAMS_FILE, DatasetLayout
 from tests.helpers import REPO
 from tests.helpers.images import make_image
@@ -166,6 +176,11 @@ def test_what_a_write_may_replace(tmp_path):
     os.symlink(mine, tmp_path / "mine-link.json")
     for path, kind in [("empty.json", JSON), ("empty", prep), ("dangling.json", JSON), ("mine-link.json", JSON)]:
         check_output(tmp_path / path, kind)
+    cache = folder_of("a benchmark")  # a folder written into over several runs, not replaced
+    for _ in range(2):
+        claim_folder(tmp_path / "cache", cache)
+    with pytest.raises(OutputPathError, match="a benchmark did not write"):
+        claim_folder(tmp_path / "out", cache)  # prepare's
 
 
 def test_a_folder_output_restored_by_dvc_checkout_is_still_its_writer_s(tmp_path):
