@@ -3,14 +3,16 @@ registered under `<data.name>-classifier`, and the `champion` alias on the best 
 
 Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
 An http(s) server is probed at /health first, so a server that is down fails the stage in seconds; one that dies
-mid-run fails it with the same message. Runs of this execution that a killed track left RUNNING are marked FAILED
-and their model versions deleted before it is logged again. Runs are named after the dataset / head and the DVC
-experiment (else the commit) and span the stages' execution records; a head's child is the run its training stage
-logged epochs to live (with a server), adopted.
+mid-run fails it with the same message. Runs that processes which died left RUNNING (a killed track's or training
+stage's, of any execution: tracking/owner.py) are ended FAILED, and the model versions they registered deleted,
+before anything is logged; a run whose process still runs is left alone. Runs are named after the dataset / head
+and the DVC experiment (else the commit) and span the stages' execution records; a head's child is the run its
+training stage logged epochs to live (with a server), adopted.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from pipeline.config import Config, load_config
 from pipeline.files import JSON, log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
 from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, run_name
-from pipeline.tracking.records import child_run, execution_span, stage_span, terminate
+from pipeline.tracking.owner import HEARTBEAT_TAG, claim, heartbeat, reap
+from pipeline.tracking.records import adoptable_live_run, child_run, execution_span, stage_span, terminate
 from pipeline.tracking.report_copy import log_report_copy, provenance_rows
 from pipeline.tracking.runs import (
     CHAMPION,
-    fail_crashed_runs,
+    ClientStore,
     input_example,
     log_files,
     log_head,
@@ -66,21 +69,24 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
     runs, versions = {}, {}
     tags = execution_tags(lock, cfg.data.name)
     tags[EXECUTION_TAG] = execution_id(tags, params)
-    crashed = fail_crashed_runs(experiment_id, tags[EXECUTION_TAG])
-    if crashed:
-        log.warning("marked %d run(s) of an earlier, interrupted track of this execution FAILED", len(crashed))
+    owner = claim()  # this process owns the runs it logs
+    tags |= owner
+    # The live runs this track adopts become its own first, so the sweep does not take them for their stages'.
+    live = {head: adoptable_live_run(data.execution(f"train_{head}"), experiment_id, owner) for head in HEADS}
+    if ended := reap(ClientStore(), experiment_id):
+        log.warning("ended %d run(s) of processes that died FAILED: %s", len(ended), ", ".join(ended))
     # The parent spans the stages' execution records, each child its training stage: the pipeline's real times.
     span = execution_span(data)
-    parent = mlflow.MlflowClient().create_run(
-        experiment_id, start_time=span[0], tags=tags, run_name=run_name(cfg.data.name, tags)
-    )
-    with mlflow.start_run(run_id=parent.info.run_id):
+    client = mlflow.MlflowClient()
+    parent = client.create_run(experiment_id, start_time=span[0], tags=tags, run_name=run_name(cfg.data.name, tags))
+    beat = functools.partial(client.set_tag, parent.info.run_id, HEARTBEAT_TAG)
+    with heartbeat(beat), mlflow.start_run(run_id=parent.info.run_id):
         mlflow.log_params(params)
         log_files([data.metrics, data.prepare_summary, data.download_info, lock])
         log_files([data.plots / "roc.png"], "plots")
         for head in HEADS:
             record = data.execution(f"train_{head}")
-            child = child_run(record, experiment_id, parent.info.run_id, run_name(head, tags), tags)
+            child = child_run(live[head], record, experiment_id, parent.info.run_id, run_name(head, tags), tags)
             example = input_example(head, data.features, data.manifest, cfg.backbone.image_size)
             model_dir, test = data.model_dir(head), metrics[head]
             info = log_head(head, cfg, params, child, model_dir, test, data.plots, example, data.manifest, record)

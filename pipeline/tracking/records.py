@@ -11,7 +11,8 @@ from mlflow.entities import RunTag
 
 from pipeline.files import log, read_json
 from pipeline.layout import DatasetLayout
-from pipeline.tracking.live import ADOPTED, ORPHANED, RUN_ID_KEY, STATE_TAG, TRAINED, TRAINING
+from pipeline.tracking.live import RUN_ID_KEY
+from pipeline.tracking.owner import ADOPTED, ORPHANED, STATE_TAG, TRAINED, TRAINING
 
 Span = tuple[int | None, int | None]  # started_ms, ended_ms; None: unknown (MLflow then uses the logging time)
 
@@ -46,10 +47,11 @@ def timing_metrics(record: Path) -> dict[str, float]:
     return metrics
 
 
-def adoptable_live_run(record: Path, experiment_id: str) -> mlflow.entities.Run | None:
+def adoptable_live_run(record: Path, experiment_id: str, owner: dict[str, str]) -> str | None:
     """The live run the training stage logged to, if this track can make it the head's child: in this store and
-    experiment, and not yet adopted (a track that reran without retraining logs a new child instead). A live run
-    that can't be adopted for another reason is tagged orphaned, so it is never mistaken for a child."""
+    experiment, and not yet adopted (a track that reran without retraining logs a new child instead) nor ended by
+    a sweep. It is claimed for `owner` (owner.claim's tags) at once, so no sweep takes it for its finished stage's.
+    A live run that can't be adopted for another reason is tagged orphaned, so it is never mistaken for a child."""
     run_id = _facts(record).get(RUN_ID_KEY)
     if not run_id:
         return None
@@ -60,27 +62,29 @@ def adoptable_live_run(record: Path, experiment_id: str) -> mlflow.entities.Run 
         log.warning("live run %s of %s is not in this tracking store: logging a new child run", run_id, record.name)
         return None
     if run.data.tags.get(STATE_TAG) not in (TRAINING, TRAINED):
-        return None  # adopted by an earlier track (this one reran without retraining), or orphaned
+        return None  # adopted by an earlier track (this one reran without retraining), orphaned, or failed
     if run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active":
-        return run
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in owner.items()])
+        return run_id
     client.set_tag(run_id, STATE_TAG, ORPHANED)  # another experiment (data.name changed), or deleted
     return None
 
 
-def child_run(record: Path, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]) -> tuple[str, bool]:
-    """The head's child run of `parent_id`: the training stage's live run, adopted (its name, the execution's
-    tags, the parent link), else a new run starting when the stage started. Returns (run id, adopted)."""
+def child_run(
+    live: str | None, record: Path, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """The head's child run of `parent_id`: the training stage's `live` run (adoptable_live_run), adopted (its
+    name, the execution's tags, the parent link), else a new run starting when the stage started. Returns (run id,
+    adopted)."""
     client = mlflow.MlflowClient()
     tags = {**tags, "mlflow.parentRunId": parent_id}
-    live = adoptable_live_run(record, experiment_id)
     if live is None:
         run = client.create_run(experiment_id, start_time=stage_span(record)[0], tags=tags, run_name=name)
         return run.info.run_id, False
-    run_id = live.info.run_id
-    client.set_tag(run_id, STATE_TAG, ADOPTED)  # first: a rerun after a crash here logs a fresh child instead
-    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-    client.update_run(run_id, name=name)
-    return run_id, True
+    client.set_tag(live, STATE_TAG, ADOPTED)  # first: a rerun after a crash here logs a fresh child instead
+    client.log_batch(live, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.update_run(live, name=name)
+    return live, True
 
 
 def terminate(run_id: str, span: Span) -> None:

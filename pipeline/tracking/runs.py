@@ -19,7 +19,8 @@ from pipeline.files import read_json, sha256_file
 from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import load_image
-from pipeline.tracking.lineage import EXECUTION_TAG, pip_requirements
+from pipeline.tracking.lineage import pip_requirements
+from pipeline.tracking.owner import Run
 from pipeline.tracking.records import timing_metrics
 from pipeline.tracking.served import log_pyfunc_model
 
@@ -162,16 +163,31 @@ def pick_champion(accuracy: dict[str, float], current: float | None) -> str | No
     return best if current is None or accuracy[best] > current else None
 
 
+def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
+    """The best version of `name` but the `new` ones by its test_accuracy tag, the earliest on a tie (the one the
+    strict rule kept); None when there is none."""
+    earlier = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if int(v.version) not in new.values() and "test_accuracy" in v.tags
+    ]
+    return max(earlier, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)), default=None)
+
+
 def register_champion(name: str, versions: dict[str, int], metrics: dict) -> dict:
     """Move `champion` to the better of the new versions if it beats the one holding it."""
     client = mlflow.MlflowClient()
     accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
     held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
-    current = None if held_by is None else client.get_model_version(name, held_by)
+    # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
+    # and the best one left holds it again.
+    current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
     # A champion without the tag (aliased by hand) counts as beaten.
     held = None if current is None else float(current.tags.get("test_accuracy", "-inf"))
     head = pick_champion(accuracy, held)
     if head is None:
+        if held_by is None:
+            client.set_registered_model_alias(name, CHAMPION, current.version)
         return {
             "version": int(current.version),
             "head": current.tags.get("head"),
@@ -182,18 +198,28 @@ def register_champion(name: str, versions: dict[str, int], metrics: dict) -> dic
     return {"version": versions[head], "head": head, "test_accuracy": accuracy[head], "changed": True}
 
 
-def fail_crashed_runs(experiment_id: str, execution: str) -> list[str]:
-    """Runs of this execution still RUNNING were left by a track stage that was killed or lost its server (a
-    live one holds DVC's lock): mark them, and the children of such a parent that had finished, FAILED and
-    delete the model versions they registered, so the rerun's versions are the only ones. Returns their ids."""
-    client = mlflow.MlflowClient()
-    query = f"tags.`{EXECUTION_TAG}` = '{execution}' and attributes.status = 'RUNNING'"
-    crashed = [run.info.run_id for run in client.search_runs([experiment_id], query)]
-    for parent in list(crashed):
-        children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
-        crashed += [child.info.run_id for child in children if child.info.run_id not in crashed]
-    for run_id in crashed:
-        for version in client.search_model_versions(f"run_id = '{run_id}'"):
-            client.delete_model_version(version.name, version.version)
-        client.set_terminated(run_id, "FAILED")
-    return crashed
+class ClientStore:
+    """owner.reap's calls over MlflowClient (any tracking store)."""
+
+    def __init__(self):
+        self.client = mlflow.MlflowClient()
+
+    def runs(self, experiment_id: str, query: str) -> list[Run]:
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+            found += [Run(run.info.run_id, run.data.tags) for run in page]
+            if not (token := page.token):
+                return found
+
+    def versions(self, run_id: str) -> list[tuple[str, str]]:
+        return [(v.name, v.version) for v in self.client.search_model_versions(f"run_id = '{run_id}'")]
+
+    def delete_version(self, name: str, version: str) -> None:
+        self.client.delete_model_version(name, version)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def fail(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FAILED")

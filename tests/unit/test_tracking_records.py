@@ -8,7 +8,8 @@ from pipeline.cli import execution_record
 from pipeline.files import read_json, write_json
 from pipeline.layout import DatasetLayout
 from pipeline.tracking.lineage import execution_id, execution_tags, run_name
-from pipeline.tracking.live import ORPHANED, RUN_ID_KEY, STATE_TAG, TRAINED, TRAINING
+from pipeline.tracking.live import RUN_ID_KEY
+from pipeline.tracking.owner import ORPHANED, STATE_TAG, TRAINED, TRAINING, claim
 from pipeline.tracking.records import adoptable_live_run, execution_span, stage_span, timing_metrics
 from tests.helpers.project import git
 
@@ -86,9 +87,9 @@ def test_a_live_run_that_cannot_be_adopted_is_marked_orphaned(tmp_path):
     live = client.create_run(other, tags={STATE_TAG: TRAINING}).info.run_id
     record = tmp_path / "train_dense.json"
     write_json(record, {"seconds": 1.0, RUN_ID_KEY: live})
-    assert adoptable_live_run(record, this) is None  # logged under another experiment (data.name changed)
+    assert adoptable_live_run(record, this, claim()) is None  # logged under another experiment (data.name changed)
     assert client.get_run(live).data.tags[STATE_TAG] == ORPHANED  # so it is never taken for a child
     write_json(record, {"seconds": 1.0, RUN_ID_KEY: "0" * 32})
-    assert adoptable_live_run(record, this) is None  # not in this store: track logs a new child instead
+    assert adoptable_live_run(record, this, claim()) is None  # not in this store: track logs a new child instead
     write_json(record, {"seconds": 1.0, RUN_ID_KEY: client.create_run(this, tags={STATE_TAG: TRAINED}).info.run_id})
-    assert adoptable_live_run(record, this) is not None
+    assert adoptable_live_run(record, this, claim()) is not None
