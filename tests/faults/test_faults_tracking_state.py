@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,12 +82,7 @@ def _versions(client: MlflowClient, name: str) -> list:
 
 def _polled(check):
     """`check`, polled every 0.2 s: the server and the stage share two cores with the poller."""
-
-    def ready() -> bool:
-        time.sleep(0.2)
-        return check()
-
-    return ready
+    return lambda: time.sleep(0.2) or check()
 
 
 def _dead_owner() -> str:
@@ -239,13 +235,15 @@ def test_a_killed_process_is_dead_before_it_is_reaped():
         time.sleep(0.01)
     assert started(proc.pid) is None
     proc.wait()
-    assert started(proc.pid) is None
 
 
 def test_the_heartbeat_beats_until_its_block_ends(monkeypatch):
     monkeypatch.setattr("pipeline.tracking.owner.HEARTBEAT_S", 0.01)
     beats: list[str] = []
     with heartbeat(beats.append):
+        (thread,) = [t for t in threading.enumerate() if t.name == "pipeline-heartbeat"]
         while len(beats) < 3:
             time.sleep(0.01)
+    thread.join(timeout=60)  # it ends with the block
+    assert not thread.is_alive()
     assert all(b.isdigit() for b in beats)
