@@ -20,11 +20,14 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def parser(doc: str | None, params_help: str = "parameters file") -> argparse.ArgumentParser:
-    """An argument parser with the module's docstring as help and the --params and --dataset options."""
+def parser(
+    doc: str | None, params_help: str = "parameters file", dataset_default: str = "data.name"
+) -> argparse.ArgumentParser:
+    """An argument parser with the module's docstring as help and the --params and --dataset options
+    (`dataset_default`: what a command does without --dataset, for its help)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=PARAMS_FILE, help=f"{params_help} (default: {PARAMS_FILE})")
-    ap.add_argument("--dataset", help="which entry of the parameters' datasets (default: data.name)")
+    ap.add_argument("--dataset", help=f"which entry of the parameters' datasets (default: {dataset_default})")
     return ap
 
 

@@ -85,7 +85,7 @@ def table(found: list[tuple]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, dataset_default="every dataset")
     ap.add_argument("-n", type=int, default=3, help="commits back from HEAD, each with its experiments (default 3)")
     args = ap.parse_args(argv)
     found = rows(dvc_exp_show(args.n), [args.dataset] if args.dataset else None)

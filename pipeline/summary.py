@@ -45,7 +45,7 @@ def summary_lines(data: DatasetLayout, name: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__).parse_args(argv)
+    args = parser(__doc__, dataset_default="every dataset").parse_args(argv)
     if args.dataset:
         names = [load_config(args.params, args.dataset).data.name]
     else:

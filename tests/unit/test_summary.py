@@ -1,5 +1,7 @@
 """The end-of-run summary: fits 100 columns, and its numbers are those of the committed run's files."""
 
+import pytest
+
 from pipeline.files import read_json
 from pipeline.layout import HEADS, DatasetLayout
 from pipeline.summary import WIDTH, main, summary_lines
@@ -31,3 +33,10 @@ def test_every_dataset_gets_a_block_and_one_not_built_says_so(tmp_path, monkeypa
     first, second = capsys.readouterr().out.split("\n\n")
     assert first.splitlines() == summary_lines(DatasetLayout.of(name), name)
     assert second.strip() == "later: not built yet (dvc repro)"
+
+
+def test_help_says_what_no_dataset_means(capsys):
+    """Without --dataset the summary prints every dataset (above): its help must say so, not data.name."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "(default: every dataset)" in " ".join(capsys.readouterr().out.split())
