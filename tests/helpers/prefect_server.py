@@ -91,11 +91,13 @@ def scale_out_origin(tmp: Path, params: dict) -> tuple[Path, Path, Path]:
 
 
 def deploy_scale_out(env: dict, root: Path, bare: Path) -> dict:
-    """Both pools of prefect.yaml and its deployments, the trials cloning `bare`; the environment to use."""
+    """Both pools, prefect.yaml's and prefect-scaleout.yaml's deployments, the trials cloning `bare`; the
+    environment to use."""
     env = {**env, "PIPELINE_GIT_REMOTE": str(bare)}
     for pool in ("local-process", "checkout-process"):
         prefect_cli(env, root, "work-pool", "create", pool, "--type", "process")
     prefect_cli(env, root, "--no-prompt", "deploy", "--all")
+    prefect_cli(env, root, "--no-prompt", "deploy", "--all", "--prefect-file", "prefect-scaleout.yaml")
     return env
 
 
