@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pipeline.layout import METRIC_NAMES, SUMMARY_METRICS
-from pipeline.links import mlflow_run_url
+from pipeline.links import is_server, mlflow_run_url
 
 OUTCOME_TEXT = {
     "ran": "ran",
@@ -47,9 +47,29 @@ def mlflow_links(record: dict) -> list[tuple[str, str]]:
     def link(run_id: str) -> str:
         if url := mlflow_run_url(uri, experiment, run_id):
             return f"[{run_id}]({url})"
-        return f"`{run_id}` (experiment {experiment} in `{uri}`)"
+        return f"`{run_id}` (experiment {experiment})"
 
     return [(label, link(run_id)) for label, run_id in runs.items()]
+
+
+def local_store_note(record: dict, root: Path) -> str | None:
+    """How to see the runs of a local (sqlite) store: `mlflow ui` on it when it is this project's, else that the
+    record names another machine's or checkout's store (track was skipped here: its outputs were unchanged)."""
+    uri, experiment = record["tracking_uri"], record["experiment_id"]
+    if is_server(uri):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and path.resolve().is_relative_to(root.resolve()):
+        local = f"sqlite:///{path.resolve().relative_to(root.resolve()).as_posix()}"
+        ui = "http://127.0.0.1:5000"
+        return (
+            f"Local store `{local}`: `mlflow ui --backend-store-uri {local}` in the project, then "
+            f"{ui}/#/experiments/{experiment} (run pages: `{ui}/#/experiments/{experiment}/runs/<id>`)."
+        )
+    return (
+        f"Logged to `{uri}`, not this project's store: these runs were logged on another machine or checkout "
+        f"(its `mlflow.json` is committed; `track` re-logs here when its inputs change)."
+    )
 
 
 def stage_table(stages: dict[str, dict]) -> str:
@@ -65,6 +85,7 @@ def pipeline_markdown(
     mlflow: dict | None,
     experiment: str | None,
     overrides: dict,
+    root: Path,
 ) -> str:
     where = f"DVC experiment `{experiment}`" if experiment else "the workspace"
     parts = [f"## Pipeline `{name}` in {where}"]
@@ -88,6 +109,8 @@ def pipeline_markdown(
                 f"- `{mlflow['registered_model']}@champion`: version {champion['version']} ({champion['head']} head)"
             )
         parts.append("\n".join(links))
+        if note := local_store_note(mlflow, root):
+            parts.append(note)
     return "\n\n".join(parts)
 
 

@@ -92,6 +92,7 @@ def pipeline(
                 **result,
                 experiment=experiment,
                 overrides=overrides,
+                root=root,
             ),
             key=slug(f"pipeline-{name}"),
             description=f"pipeline run on {name}",

@@ -26,6 +26,7 @@ def test_pipeline_markdown_has_outcomes_metrics_and_runs():
         RECORD,
         None,
         {},
+        REPO,
     )
     assert "## Pipeline `cats` in the workspace" in text
     assert "| extract | skipped (unchanged) | 1.25 |" in text and "| train_dense | ran | 30 |" in text
@@ -36,18 +37,22 @@ def test_pipeline_markdown_has_outcomes_metrics_and_runs():
 
 
 def test_experiment_runs_name_their_overrides():
-    text = pipeline_markdown("cats", {}, None, None, "pipeline-1a2b3c4d", {"dense.units": 8})
+    text = pipeline_markdown("cats", {}, None, None, "pipeline-1a2b3c4d", {"dense.units": 8}, REPO)
     assert "DVC experiment `pipeline-1a2b3c4d`" in text and "`dense.units=8`" in text
     assert "dvc exp apply pipeline-1a2b3c4d" in text
 
 
-def test_links_to_a_local_store_are_plain_ids():
-    links = dict(mlflow_links({**RECORD, "tracking_uri": "sqlite:///x/mlflow.db"}))
-    assert links == {
-        "pipeline (parent)": "`p` (experiment 3 in `sqlite:///x/mlflow.db`)",
-        "dense": "`d` (experiment 3 in `sqlite:///x/mlflow.db`)",
-        "finetune": "`f` (experiment 3 in `sqlite:///x/mlflow.db`)",
-    }
+def test_a_local_store_says_how_to_open_it_or_that_it_is_another_machines(tmp_path):
+    ours = {**RECORD, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    assert dict(mlflow_links(ours))["dense"] == "`d` (experiment 3)"
+    text = pipeline_markdown("cats", {}, None, ours, None, {}, tmp_path)
+    assert "`mlflow ui --backend-store-uri sqlite:///mlflow.db` in the project" in text
+    assert "http://127.0.0.1:5000/#/experiments/3" in text and str(tmp_path) not in text
+    theirs = pipeline_markdown(
+        "cats", {}, None, {**RECORD, "tracking_uri": "sqlite:////home/ci/w/mlflow.db"}, None, {}, tmp_path
+    )
+    assert "Logged to `sqlite:////home/ci/w/mlflow.db`, not this project's store" in theirs
+    assert "mlflow ui" not in theirs
 
 
 def test_sweep_table_marks_the_best_validation_loss():
