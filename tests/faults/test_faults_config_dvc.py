@@ -13,7 +13,7 @@ from pipeline.stages.prepare import prepare
 from tests.helpers.images import make_dataset, make_image
 from tests.helpers.params import params_text, tiny_config, tiny_params, write_params
 from tests.helpers.processes import env
-from tests.helpers.project import copy_repo, git
+from tests.helpers.project import folder_project
 
 
 def _run(cmd, cwd):
@@ -22,12 +22,7 @@ def _run(cmd, cwd):
 
 @pytest.fixture
 def dvc_project(tmp_path):
-    """A copy of the repo as a git + DVC project whose dataset is a local folder of synthetic images."""
-    root = copy_repo(tmp_path / "proj")
-    source = make_dataset(tmp_path / "photos")
-    write_params(root / "params.yaml", tiny_params({"data": {"name": "tiny", "url": str(source)}}))
-    git(root, "init", "-q")
-    return root, source
+    return folder_project(tmp_path)
 
 
 def test_bad_data_name_stops_dvc_repro_before_any_output_is_touched(dvc_project, tmp_path):

@@ -15,7 +15,7 @@ from pipeline.files import MARKER
 from tests.helpers.images import make_dataset, zip_dir
 from tests.helpers.params import data_config, params_text, tiny_params, write_params
 from tests.helpers.processes import env
-from tests.helpers.project import copy_repo, git
+from tests.helpers.project import folder_project
 
 
 def _run(cmd, cwd, **extra):
@@ -38,12 +38,7 @@ def _snapshot(root):
 
 @pytest.fixture
 def project(tmp_path):
-    """A copy of the repo as a git + DVC project with one dataset, `tiny`, a local folder of synthetic images."""
-    root = copy_repo(tmp_path / "proj")
-    source = make_dataset(tmp_path / "photos")
-    write_params(root / "params.yaml", tiny_params({"data": {"name": "tiny", "url": str(source)}}))
-    git(root, "init", "-q")
-    return root, source
+    return folder_project(tmp_path)
 
 
 def _with_dataset(root, source, name):

@@ -52,3 +52,16 @@ def copy_repo(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
     return dest
+
+
+def folder_project(tmp: Path) -> tuple[Path, Path]:
+    """A copy of the repo under `tmp` as a git + DVC project with one dataset, `tiny`, a local folder of synthetic
+    images; (project root, that folder)."""
+    from tests.helpers.images import make_dataset
+    from tests.helpers.params import tiny_params, write_params
+
+    root = copy_repo(tmp / "proj")
+    source = make_dataset(tmp / "photos")
+    write_params(root / "params.yaml", tiny_params({"data": {"name": "tiny", "url": str(source)}}))
+    git(root, "init", "-q")
+    return root, source
