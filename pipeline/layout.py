@@ -14,6 +14,7 @@ PROJECT = Path(__file__).resolve().parents[1]  # this checkout
 PARAMS_FILE = Path("params.yaml")  # relative: the working directory's, as DVC and the CLIs use it
 DATA_ROOT = Path("data")
 LOCK_FILE = Path("dvc.lock")
+DVC_FILE = Path("dvc.yaml")
 # The source stage's records, one <name>.json per dataset: a fixed folder, not under data/<name>/, so that DVC
 # can write it before every dataset's name is known to be a safe folder name.
 SOURCES = DATA_ROOT / "sources"
