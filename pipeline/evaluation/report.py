@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -23,8 +24,10 @@ from pipeline.evaluation.report_html import STYLE, provenance, table
 from pipeline.files import check_output, read_json, text_kind, write_text
 from pipeline.layout import (
     HEADS,
+    LOCK_FILE,
     METRIC_NAMES,
     METRICS_FILE,
+    MODEL_FILE,
     QUARANTINE_FILE,
     REPORT_FILE,
     SPLITS,
@@ -102,6 +105,38 @@ def _names(png: Path) -> str:
     return f'<ol class="names">{items}</ol>' if rows else ""
 
 
+def _metrics_note(classes: list[str]) -> tuple[tuple[str, ...], str]:
+    """The test metrics' columns and what they are: on N classes `f1` is `macro_f1` again, so it is left out."""
+    if len(classes) == 2:
+        return METRICS, f"<p>precision, recall and f1: of the class {escape(classes[1])}.</p>"
+    return tuple(k for k in METRICS if k != "f1"), "<p>precision and recall: macro averages over the classes.</p>"
+
+
+def _training_section(summaries: dict[str, dict]) -> str:
+    rows = [[h, *(s.get(k) for k in SUMMARY_METRICS), s.get("class_weight") or "none"] for h, s in summaries.items()]
+    kept = [
+        f"<p>{escape(h)}: no epoch lowered the validation loss of the weights it started from (best_epoch 0), "
+        "so it kept them: its model is the dense head it was fine-tuned from.</p>"
+        for h, s in summaries.items()
+        if s.get("best_epoch") == 0
+    ]
+    return "<h2>Training (validation split)</h2>" + table(["head", *SUMMARY], rows) + "".join(kept)
+
+
+def _models_note(model_dirs: dict[str, Path]) -> str:
+    """The models' md5s, as dvc.lock records them: the page carries no date or commit (a re-run on the same inputs
+    writes the same bytes), but the commit that first recorded these models gives both."""
+    md5s = {h: hashlib.md5((d / MODEL_FILE).read_bytes()).hexdigest() for h, d in model_dirs.items()}
+    if not md5s:
+        return ""
+    listed = ", ".join(f"{escape(h)} <code>{m}</code>" for h, m in md5s.items())
+    first = next(iter(md5s.values()))
+    return (
+        f"<p>Models (md5, as {LOCK_FILE} records them): {listed}. Their commit and date: "
+        f"<code>git log -S {first} -- {LOCK_FILE}</code>.</p>"
+    )
+
+
 def render(
     reports: Path,
     model_dirs: dict[str, Path],
@@ -118,13 +153,16 @@ def render(
     parts = [
         f"<h1>{escape(title)}{TITLE}</h1>",
         provenance(config),
+        _models_note({h: d for h, d in model_dirs.items() if (d / MODEL_FILE).exists()}),
         f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>",
     ]
     if manifest:
         parts.append(_data_section(manifest))
+    columns, note = _metrics_note(classes)
     parts += [
         "<h2>Test metrics</h2>",
-        table(["head", *METRICS], [[h, *(metrics[h].get(k) for k in METRICS)] for h in heads]),
+        table(["head", *columns], [[h, *(metrics[h].get(k) for k in columns)] for h in heads]),
+        note,
     ]
     for h in heads:
         per = metrics[h]["per_class"]
@@ -139,10 +177,7 @@ def render(
         ]
     summaries = {h: read_json(d / SUMMARY_FILE) for h, d in model_dirs.items() if (d / SUMMARY_FILE).exists()}
     if summaries:
-        parts += [
-            "<h2>Training (validation split)</h2>",
-            table(["head", *SUMMARY], [[h, *(s.get(k) for k in SUMMARY)] for h, s in summaries.items()]),
-        ]
+        parts.append(_training_section(summaries))
     if (reports / "plots").is_dir():
         parts.append(_plots_section(reports / "plots"))
     return (

@@ -10,8 +10,8 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.warn{color:#b00}
 figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}"""
-PERCENT = {"accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "val_accuracy"}  # shown as 97.3%
-LOSS = {"val_loss", "loss"}  # shown with 4 decimals
+PERCENT = {"accuracy", "precision", "recall", "f1", "macro_f1", "val_accuracy"}  # shown as 97.3%
+DECIMALS = {"val_loss", "loss", "roc_auc"}  # shown with 4 decimals (an AUC is no share of anything: 0.9996)
 
 # Where the copy of the report in the MLflow run (tracking/report_copy.py) puts the commit, date and run links.
 PROVENANCE_NOTE = "Made from the inputs that this stage's entry in dvc.lock names (commit and time: the MLflow run)."
@@ -20,7 +20,7 @@ PROVENANCE_NOTE = "Made from the inputs that this stage's entry in dvc.lock name
 def cell(value: object, key: str = "") -> str:
     if isinstance(value, float) and key in PERCENT:
         return f"{100 * value:.1f}%"
-    if isinstance(value, float) and key in LOSS:
+    if isinstance(value, float) and key in DECIMALS:
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -30,7 +30,7 @@ def cell(value: object, key: str = "") -> str:
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
-    """Each cell rounded by its column's name (PERCENT, LOSS)."""
+    """Each cell rounded by its column's name (PERCENT, DECIMALS)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v, k)}</td>" for k, v in zip(header, row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
