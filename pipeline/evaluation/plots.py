@@ -58,13 +58,16 @@ def write_plots(
         hist = np.genfromtxt(path, delimiter=",", names=True)
         hist = np.atleast_1d(hist)
         summary = path.parent / SUMMARY_FILE  # the kept weights' epoch; 0: the starting weights (no epoch better)
-        best = read_json(summary).get("best_epoch") if summary.exists() else None
+        facts = read_json(summary) if summary.exists() else {}
+        best, members = facts.get("best_epoch"), facts.get("members")
+        who = f" (ensemble of {members})" if members else ""  # an ensemble's rows: train_dense's docstring
+        kept = f"saved: epoch {best}, each member at its best" if members else f"best epoch ({best or 'start'})"
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key in zip(axes, ("loss", "accuracy")):
-            ax.plot(hist["epoch"], hist[key], "o-", label=f"train {key}")
-            ax.plot(hist["epoch"], hist[f"val_{key}"], "o-", label=f"validation {key}")
+            ax.plot(hist["epoch"], hist[key], "o-", label=f"train {key}{who}")
+            ax.plot(hist["epoch"], hist[f"val_{key}"], "o-", label=f"validation {key}{who}")
             if best is not None:
-                ax.axvline(best, color="k", ls="--", lw=1, label=f"best epoch ({best or 'start'})")
+                ax.axvline(best, color="k", ls="--", lw=1, label=kept)
             ax.set(xlabel="epoch", title=f"{head}: {key}")
             ax.legend()
         save_figure(fig, plots / f"curves_{head}.png")

@@ -1,6 +1,11 @@
 """Stage 4: the dense head on the cached features: pooling (or the classic Flatten), an optional hidden layer,
 dropout, sigmoid/softmax; dense.ensemble heads with consecutive seeds, averaged into one model. With dense.flip,
-the mirrored train images' features (cached by extract) are training examples too: flip augmentation for free."""
+the mirrored train images' features (cached by extract) are training examples too: flip augmentation for free.
+
+An ensemble's history.csv is the averaged model's: after epoch e, each member with the weights a run ending there
+keeps (those of its lowest val_loss so far), scored on train (no dropout) and validation; its last row is the
+saved model, every member at its best epoch (summary.json's best_epoch). MLflow gets each member's own epochs as
+member_<k>/loss, ... and the ensemble's rows under the plain names."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features, load_train_features
 from pipeline.model.heads import build_dense_head, ensemble
 from pipeline.model.training import (
+    HISTORY_KEYS,
     TRAINING_OUTPUTS,
     best_epoch_callback,
     class_weights,
@@ -39,24 +45,56 @@ def fit_member(
     weights,
     live: LiveRun | None = None,
 ):
-    """One head, seeded with seed + member; returns (model at its best epoch, history). `live` watches it
-    (the first member under the plain metric names, history.csv's)."""
+    """One head, seeded with seed + member; returns (model at its best epoch, history, the weights it kept after
+    each epoch). `live` watches it (a lone head under the plain metric names, history.csv's; a member as
+    member_<member + 1>/…)."""
     keras.utils.set_random_seed(cfg.seed + member)
     name = "dense_head" if cfg.ensemble == 1 else f"member_{member}"
     steps = math.ceil(len(train[0]) / cfg.batch_size)
     model = compile_for(build_dense_head(shape, n, cfg, name), cfg, n, steps)
-    watch = [live.callback(f"member_{member}/" if member else "")] if live else []
+    kept = KeptWeights()
+    watch = [live.callback(f"member_{member + 1}/" if cfg.ensemble > 1 else "")] if live else []
     history = model.fit(
         train[0],
         targets(train[1], n, cfg.label_smoothing),
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         validation_data=(val[0], targets(val[1], n, cfg.label_smoothing)),
-        callbacks=[best_epoch_callback(cfg.patience), *watch],
+        callbacks=[best_epoch_callback(cfg.patience), kept, *watch],
         class_weight=weights,
         verbose=2,
     )
-    return model, history
+    return model, history, kept.weights
+
+
+class KeptWeights(keras.callbacks.Callback):
+    """After each epoch, the weights that BestEpoch would keep if training ended there (the lowest val_loss so
+    far; the first of equals). It only reads the weights: training is the same with it."""
+
+    def on_train_begin(self, logs=None):
+        self.weights, self._best = [], np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_loss"] < self._best:
+            self._best, self.weights = logs["val_loss"], [*self.weights, self.model.get_weights()]
+        else:
+            self.weights = [*self.weights, self.weights[-1]]
+
+
+def ensemble_history(model: keras.Model, members: list, kept: list[list], train: Split, val: Split, cfg, n) -> dict:
+    """The averaged `model`'s history.csv columns, epoch by epoch (module docstring); the members end with the
+    weights they have now (their best), so the last row is `model` as saved."""
+    final = [m.get_weights() for m in members]
+    scored = {key: [] for key in HISTORY_KEYS}
+    for epoch in range(max(map(len, kept))):
+        last = epoch == max(map(len, kept)) - 1
+        for member, weights, after in zip(members, final, kept):
+            member.set_weights(weights if last else after[min(epoch, len(after) - 1)])
+        for prefix, (x, y) in (("", train), ("val_", val)):
+            loss, accuracy = model.evaluate(x, targets(y, n, cfg.label_smoothing), verbose=0)
+            scored[f"{prefix}loss"].append(loss)
+            scored[f"{prefix}accuracy"].append(accuracy)
+    return scored
 
 
 def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRun | None = None) -> dict:
@@ -75,19 +113,26 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
         weights,
     )
     fitted = [fit_member(train, val, shape, n, cfg, k, weights, live) for k in range(cfg.ensemble)]
-    model, extra = fitted[0][0], {}
-    if cfg.ensemble > 1:  # the saved model averages them; its validation scores are the ensemble's
-        model = compile_for(ensemble([m for m, _ in fitted]), cfg, n, 1)
-        loss, accuracy = model.evaluate(val[0], targets(val[1], n, cfg.label_smoothing), verbose=0)
+    model, history, extra = fitted[0][0], fitted[0][1], {}
+    if cfg.ensemble > 1:  # the saved model averages them: its curves and scores are the ensemble's
+        members = [m for m, _, _ in fitted]
+        model = compile_for(ensemble(members), cfg, n, 1)
+        history = keras.callbacks.History()
+        history.history = ensemble_history(model, members, [k for _, _, k in fitted], train, val, cfg, n)
+        epochs = len(history.history["val_loss"])
         extra = {
-            "val_loss": round(float(loss), 6),
-            "val_accuracy": round(float(accuracy), 6),
+            "best_epoch": epochs,  # the saved model: the last row
+            "val_loss": round(float(history.history["val_loss"][-1]), 6),
+            "val_accuracy": round(float(history.history["val_accuracy"][-1]), 6),
             "members": cfg.ensemble,
-            "member_best_epochs": [int(np.argmin(h.history["val_loss"])) + 1 for _, h in fitted],
-            "member_epochs_run": [len(h.history["loss"]) for _, h in fitted],
+            "member_best_epochs": [int(np.argmin(h.history["val_loss"])) + 1 for _, h, _ in fitted],
+            "member_epochs_run": [len(h.history["loss"]) for _, h, _ in fitted],
         }
-    summary = save_training(model, fitted[0][1], out_dir, classes, weights, extra)  # curves: the first member's
-    return summary
+        if live:  # the ensemble's rows under the plain names, as for a lone head
+            logger = live.callback("")
+            for epoch in range(epochs):
+                logger.on_epoch_end(epoch, {key: values[epoch] for key, values in history.history.items()})
+    return save_training(model, history, out_dir, classes, weights, extra)
 
 
 def main(argv: list[str] | None = None) -> None:
