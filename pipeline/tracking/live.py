@@ -82,7 +82,7 @@ class LiveRun:
 
     def callback(self, prefix: str = "") -> keras.callbacks.Callback:
         """A callback putting each epoch's logs in the queue as `<prefix><key>` at step = epoch (1, 2, ..., as in
-        history.csv); an ensemble's later members get their own prefix."""
+        history.csv); each member of an ensemble gets its own prefix."""
         return _EpochLogger(self._queue, prefix)
 
     def finish(self, failed: bool = False) -> str | None:
