@@ -134,8 +134,9 @@ def test_training_and_evaluation_write_only_their_own_files_into_a_folder(tiny_p
 def test_offline_plots_refuse_evaluate_s_reports_folder(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    write_csv(tmp_path / "history.csv", ["epoch", "loss"], [[1, 0.5], [2, 0.4]])
-    (tmp_path / "dvc.yaml").write_text("plots:\n  - history.csv:\n      x: epoch\n      y: loss\n")
+    write_csv(tmp_path / "data" / "pets" / "history.csv", ["epoch", "loss"], [[1, 0.5], [2, 0.4]])
+    (tmp_path / "dvc.yaml").write_text("plots:\n  - data/pets/history.csv:\n      x: epoch\n      y: loss\n")
+    write_params(tmp_path / PARAMS_FILE, tiny_params({"data": {"name": "pets", "url": "unused.zip"}}))
     reports = tmp_path / "data" / "pets" / "reports"
     write_json(reports / "metrics.json", {"dense": {"accuracy": 0.9}})  # cache: false, no DVC copy to restore
     write_json(reports / "mlflow.json", {"parent_run_id": "abc"})
