@@ -1,12 +1,14 @@
-"""Stage 7: log one pipeline execution to MLflow: a parent run, one child run per head, both models
-registered under `<data.name>-classifier`, and the `champion` alias on the best version seen so far.
+"""Stage 7: log one pipeline execution to MLflow: a parent run, one child run per head, both heads registered
+under `<data.name>-classifier` (on images) and `<data.name>-classifier-served` (image files), and the `champion`
+alias on both models' best version seen so far, moved only by executions in the project's workspace.
 
 Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db with artifacts in <project>/mlruns.
 An http(s) server is probed at /health first, so a server that is down fails the stage in seconds; one that dies
 mid-run fails it with the same message. Runs that processes which died left RUNNING (a killed track's or training
 stage's, of any execution: tracking/owner.py) are ended FAILED, and the model versions they registered deleted,
-before anything is logged; a run whose process still runs is left alone. Runs are named after the dataset / head
-and the DVC experiment (else the commit) and span the stages' execution records; a head's child is the run its
+before anything is logged; a run whose process still runs is left alone. An execution logged before (the same
+execution tag, finished, every version there) is not logged again. Runs are named after the DVC experiment (else
+the commit), a child also after its head, and span the stages' execution records; a head's child is the run its
 training stage logged epochs to live (with a server), adopted.
 """
 
@@ -22,20 +24,12 @@ from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.files import JSON, log, read_json, write_json
 from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
-from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, run_name
+from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, in_workspace, run_name
 from pipeline.tracking.owner import HEARTBEAT_TAG, claim, heartbeat, reap
-from pipeline.tracking.records import adoptable_live_run, child_run, execution_span, stage_span, terminate
+from pipeline.tracking.records import adoptable_live_run, child_run, execution_span, orphan, stage_span, terminate
+from pipeline.tracking.registry import CHAMPION, logged_execution, model_name, register_champion, served_name
 from pipeline.tracking.report_copy import log_report_copy, provenance_rows
-from pipeline.tracking.runs import (
-    CHAMPION,
-    ClientStore,
-    input_example,
-    log_files,
-    log_head,
-    model_name,
-    register_champion,
-    run_params,
-)
+from pipeline.tracking.runs import ClientStore, input_example, log_files, log_head, run_params
 from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, check_reachable, open_experiment
 
 
@@ -50,23 +44,26 @@ def track(cfg: Config, data: DatasetLayout, lock: Path, out: Path) -> dict:
         raise
     record = {"tracking_uri": uri, "experiment_name": name, "experiment_id": experiment.experiment_id, **record}
     write_json(out, record)
-    log.info(
-        "logged to %s: experiment %s, run %s; %s@%s is version %s (%s)",
-        uri,
-        name,
-        record["parent_run_id"],
-        record["registered_model"],
-        CHAMPION,
-        record[CHAMPION]["version"],
-        record[CHAMPION]["head"],
-    )
+    log.info("logged to %s: experiment %s, run %s; %s", uri, name, record["parent_run_id"], champion_line(record))
     return record
+
+
+def champion_line(record: dict) -> str:
+    champion, model, served = record[CHAMPION], record["registered_model"], record["served_model"]
+    moved = "" if record["workspace"] else " (left as it was: an execution outside the workspace moves no alias)"
+    if champion is None:
+        return f"{model}@{CHAMPION}: none yet{moved}"
+    return (
+        f"{model}@{CHAMPION} is version {champion['version']} ({champion['head']}), {served}@{CHAMPION} version "
+        f"{champion['served_version']}{moved}"
+    )
 
 
 def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, experiment_id: str) -> dict:
     params = run_params(cfg, data.download_info, data.manifest)
     metrics = read_json(data.metrics)
-    runs, versions = {}, {}
+    runs, versions, served = {}, {}, {}
+    name, workspace = model_name(cfg), in_workspace(lock)
     tags = execution_tags(lock, cfg.data.name)
     tags[EXECUTION_TAG] = execution_id(tags, params)
     owner = claim()  # this process owns the runs it logs
@@ -75,37 +72,46 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
     live = {head: adoptable_live_run(data.execution(f"train_{head}"), experiment_id, owner) for head in HEADS}
     if ended := reap(ClientStore(), experiment_id):
         log.warning("ended %d run(s) of processes that died FAILED: %s", len(ended), ", ".join(ended))
+    named = {"registered_model": name, "served_model": served_name(name), "workspace": workspace}
+    if logged := logged_execution(experiment_id, tags[EXECUTION_TAG], name):
+        # The same outputs again (a stage reran and wrote what it had written): nothing is logged twice.
+        for head, run_id in live.items():
+            if run_id:
+                orphan(run_id, data.execution(f"train_{head}"))
+        log.info("this execution is logged already, as parent run %s: nothing new logged", logged["parent_run_id"])
+        return {**logged, **named, CHAMPION: register_champion(name, logged["model_versions"], metrics, workspace)}
     # The parent spans the stages' execution records, each child its training stage: the pipeline's real times.
     span = execution_span(data)
     client = mlflow.MlflowClient()
-    parent = client.create_run(experiment_id, start_time=span[0], tags=tags, run_name=run_name(cfg.data.name, tags))
+    parent = client.create_run(experiment_id, start_time=span[0], tags=tags, run_name=run_name(tags))
     beat = functools.partial(client.set_tag, parent.info.run_id, HEARTBEAT_TAG)
     with heartbeat(beat), mlflow.start_run(run_id=parent.info.run_id):
         mlflow.log_params(params)
         log_files([data.metrics, data.prepare_summary, data.download_info, lock])
         log_files([data.plots / "roc.png"], "plots")
+        example = input_example(data.manifest, cfg.backbone.image_size)  # both heads' models take images
         for head in HEADS:
             record = data.execution(f"train_{head}")
-            child = child_run(live[head], record, experiment_id, parent.info.run_id, run_name(head, tags), tags)
-            example = input_example(head, data.features, data.manifest, cfg.backbone.image_size)
+            child = child_run(live[head], record, experiment_id, parent.info.run_id, run_name(tags, head), tags)
             model_dir, test = data.model_dir(head), metrics[head]
-            info = log_head(head, cfg, params, child, model_dir, test, data.plots, example, data.manifest, record)
+            info, served[head] = log_head(
+                head, cfg, params, child, model_dir, test, data.plots, example, data.manifest, record
+            )
             terminate(child[0], stage_span(record))
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
-        champion = register_champion(model_name(cfg), versions, metrics)
-        mlflow.log_metrics(
-            {
-                **{f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS},
-                "champion_test_accuracy": champion["test_accuracy"],
-                "champion_version": champion["version"],
-            }
-        )
-        mlflow.set_tags({"champion.head": str(champion["head"]), "champion.changed": str(champion["changed"])})
+        champion = register_champion(name, versions, metrics, workspace)
+        scores = {f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS}
+        if champion:  # none: an experiment's execution before any in the workspace
+            scores |= {"champion_test_accuracy": champion["test_accuracy"], "champion_version": champion["version"]}
+        mlflow.log_metrics(scores)
+        held = champion or {"head": None, "changed": False}
+        mlflow.set_tags({"champion.head": str(held["head"]), "champion.changed": str(held["changed"])})
         record = {
             "parent_run_id": parent.info.run_id,
             "child_run_ids": runs,
-            "registered_model": model_name(cfg),
             "model_versions": versions,
+            "served_versions": served,
+            **named,
             CHAMPION: champion,
         }
         # report.html with what the DVC output cannot hold: the date, commit, these runs, the champion.

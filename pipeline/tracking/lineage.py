@@ -85,11 +85,19 @@ def execution_tags(lock: Path, dataset: str | None = None) -> dict[str, str]:
     return tags
 
 
-def run_name(what: str, tags: dict[str, str]) -> str:
-    """`what` (the dataset, or a head) and what tells this execution apart: the DVC experiment, else the short
-    commit (nothing outside git)."""
+def run_name(tags: dict[str, str], head: str | None = None) -> str:
+    """What tells executions apart in the dataset's experiment: the DVC experiment, else the short commit (the
+    dataset's name would repeat the experiment's and push them out of MLflow's Run Name column); a head's run
+    starts with the head. Outside git and DVC: the head, or "workspace"."""
     label = tags.get(EXP_NAME_TAG) or tags.get(COMMIT_TAG, "")[:7]
-    return f"{what} {label}" if label else what
+    return " ".join(filter(None, [head, label])) or "workspace"
+
+
+def in_workspace(lock: Path) -> bool:
+    """Whether this execution runs in the project itself (`dvc repro`, the flows' runs without overrides, a
+    workspace `dvc exp run`), not in the copy that `dvc exp run --temp / --queue` or a flow's override run makes:
+    only then are its outputs what the project holds, so only then may it move what users serve."""
+    return project_root(lock).resolve() == lock.resolve().parent
 
 
 def execution_id(tags: dict[str, str], params: dict[str, object]) -> str:

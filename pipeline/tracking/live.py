@@ -208,7 +208,7 @@ def live_run(experiment: str, name: str, stage: str) -> LiveRun | None:
 def live_training(experiment: str, head: str, stage: str, facts: dict) -> Iterator[LiveRun | None]:
     """A training stage's live run (named as the track stage names the head's child run), inside its
     execution_record block: once training is done and its epochs are sent, the run id goes into `facts`."""
-    live = live_run(experiment, run_name(head, workspace_tags(Path.cwd())), stage)
+    live = live_run(experiment, run_name(workspace_tags(Path.cwd()), head), stage)
     try:
         yield live
     except BaseException:  # a crash or Ctrl-C: the run shows FAILED in MLflow, not RUNNING for ever

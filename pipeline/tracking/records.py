@@ -91,3 +91,10 @@ def terminate(run_id: str, span: Span) -> None:
     """End a finished run at the recorded end time (its logging ended just now)."""
     if span[0] is not None and span[1] is not None:
         mlflow.MlflowClient().set_terminated(run_id, "FINISHED", end_time=span[1])
+
+
+def orphan(run_id: str, record: Path) -> None:
+    """A live run claimed but not adopted (its execution was logged before): tagged orphaned, ended as trained."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, STATE_TAG, ORPHANED)
+    client.set_terminated(run_id, "FINISHED", end_time=stage_span(record)[1])  # None: now

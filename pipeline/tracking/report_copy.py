@@ -32,18 +32,21 @@ def provenance_rows(record: dict, tags: dict[str, str], ended_ms: int | None) ->
     if ended_ms is not None:
         when = datetime.datetime.fromtimestamp(ended_ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     champion = record["champion"]
-    kept = "kept" if not champion["changed"] else "moved here"
+    alias = f"<code>{escape(record['registered_model'])}@champion</code>"
+    if champion is None:
+        held = f"{alias}: none yet"
+    else:
+        kept = "moved here" if champion["changed"] else "kept"
+        held = f"{alias}: version {champion['version']} ({escape(str(champion['head']))} head; {kept})"
+    if not record["workspace"]:
+        held += " (an execution outside the workspace moves no alias)"
     rows = [
         ("execution ended", escape(when)),
         ("git commit", f"<code>{escape(tags.get(COMMIT_TAG, 'none (not a git checkout)'))}</code>"),
         ("DVC experiment", escape(tags.get(EXP_NAME_TAG, "none (the workspace)"))),
         ("MLflow parent run", run_link(uri, experiment, record["parent_run_id"])),
         *((f"MLflow run, {head}", run_link(uri, experiment, rid)) for head, rid in record["child_run_ids"].items()),
-        (
-            "champion",
-            f"<code>{escape(record['registered_model'])}@champion</code>: version {champion['version']} "
-            f"({escape(str(champion['head']))} head; {kept})",
-        ),
+        ("champion", held),
     ]
     return rows
 

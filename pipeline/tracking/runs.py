@@ -1,5 +1,5 @@
-"""The MLflow side of one pipeline execution: run params, each head's child run with its registered model, and
-the `champion` alias on the best version seen so far."""
+"""The MLflow side of one pipeline execution: run params, each head's child run with its registered models (the
+head on images, and the same as the served image-file model)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,13 @@ from mlflow.models import infer_signature
 from pipeline.config import Config
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.files import read_json, sha256_file
-from pipeline.layout import HISTORY_FILE, METRIC_NAMES, MODEL_FILE, SUMMARY_FILE
-from pipeline.model.inference import load_for_inference
+from pipeline.layout import HISTORY_FILE, METRIC_NAMES, SUMMARY_FILE
 from pipeline.model.inputs import load_image
 from pipeline.tracking.lineage import pip_requirements
 from pipeline.tracking.owner import Run
 from pipeline.tracking.records import timing_metrics
-from pipeline.tracking.served import log_pyfunc_model
-
-CHAMPION = "champion"
-
-
-def model_name(cfg: Config) -> str:
-    """One registered model per dataset: both heads are versions of it, so `champion` can pick either."""
-    return f"{cfg.data.name}-classifier"
+from pipeline.tracking.registry import SERVED_TAG, model_name, served_name
+from pipeline.tracking.served import image_model, log_pyfunc_model
 
 
 def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, object]:
@@ -64,10 +57,8 @@ def log_history(run_id: str, history: list[tuple[int, dict[str, float]]], adopte
         client.log_batch(run_id, metrics=points[first : first + 1000])
 
 
-def input_example(head: str, features: Path, manifest: Path, image_size: int) -> np.ndarray:
-    """One real test sample in the model's own input: cached features (dense) or RGB pixels 0..255."""
-    if head == "dense":
-        return np.load(features / "test.npy", mmap_mode="r")[:1].astype(np.float32)  # not the whole split
+def input_example(manifest: Path, image_size: int) -> np.ndarray:
+    """One real test image as the models take it: RGB pixels 0..255."""
     path = split_rows(read_manifest(manifest), "test")[0].path
     return np.round(load_image(path, image_size).numpy())[None].astype(np.float32)
 
@@ -101,9 +92,10 @@ def log_head(
     example: np.ndarray,
     manifest: Path,
     execution: Path,
-) -> mlflow.models.model.ModelInfo:
+) -> tuple[mlflow.models.model.ModelInfo, int]:
     """Child run `run` (its id, and whether it is the training stage's adopted live run) of the active parent:
-    params, per-epoch history, test metrics, plots, registered model."""
+    params, per-epoch history, test metrics, plots, the head's image model and its served image-file model, each
+    registered: the head's version (its ModelInfo, returned with the served version) tagged with the served one."""
     with mlflow.start_run(run_id=run[0], nested=True):
         mlflow.log_params({**params, "head": head})
         log_history(run[0], history_metrics(model_dir / HISTORY_FILE), run[1])
@@ -129,13 +121,6 @@ def log_head(
             ],
             "plots",
         )
-        if head == "finetune":  # the raw-image model that `mlflow models serve` answers requests with
-            example_image = Path(split_rows(read_manifest(manifest), "test")[0].path)
-            log_pyfunc_model(
-                model_dir, cfg.evaluate.tta_flip, example_image, registered_model_name=f"{model_name(cfg)}-served"
-            )
-        # Without the optimizer state: half the size, and the registry serves inference (DVC keeps the rest).
-        model = load_for_inference(model_dir / MODEL_FILE)
         # The version is created with its tags (what the champion comparison reads) in one request: a crash
         # can't leave a version without them.
         version_tags = {
@@ -143,7 +128,19 @@ def log_head(
             "test_accuracy": str(float(test["accuracy"])),
             "data.manifest_sha256": str(params["data.manifest_sha256"]),
         }
-        return mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
+        # The image-file model that `mlflow models serve` answers requests with, first: the head's version names it.
+        served = log_pyfunc_model(
+            model_dir,
+            cfg.evaluate.tta_flip,
+            Path(split_rows(read_manifest(manifest), "test")[0].path),
+            registered_model_name=served_name(model_name(cfg)),
+            backbone=cfg.backbone,
+            tags=version_tags,
+        )
+        # On images whichever the head (so any MLflow client can load @champion), without the optimizer state.
+        model = image_model(model_dir, cfg.backbone)
+        served_version = int(served.registered_model_version)  # str over REST
+        info = mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
             name=head,
             artifact_path=None,
             flavor=_KerasFlavor,
@@ -152,50 +149,9 @@ def log_head(
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=model_name(cfg),
-            tags=version_tags,  # on the logged model and on its registered version
+            tags={**version_tags, SERVED_TAG: str(served_version)},
         )
-
-
-def pick_champion(accuracy: dict[str, float], current: float | None) -> str | None:
-    """The head to promote: this run's best by test accuracy (ties: the first of HEADS, the cheaper model),
-    only if it beats the current champion strictly (a tie keeps the champion: no churn)."""
-    best = max(accuracy, key=accuracy.__getitem__)
-    return best if current is None or accuracy[best] > current else None
-
-
-def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
-    """The best version of `name` but the `new` ones by its test_accuracy tag, the earliest on a tie (the one the
-    strict rule kept); None when there is none."""
-    earlier = [
-        v
-        for v in client.search_model_versions(f"name = '{name}'")
-        if int(v.version) not in new.values() and "test_accuracy" in v.tags
-    ]
-    return max(earlier, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)), default=None)
-
-
-def register_champion(name: str, versions: dict[str, int], metrics: dict) -> dict:
-    """Move `champion` to the better of the new versions if it beats the one holding it."""
-    client = mlflow.MlflowClient()
-    accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
-    held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
-    # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
-    # and the best one left holds it again.
-    current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
-    # A champion without the tag (aliased by hand) counts as beaten.
-    held = None if current is None else float(current.tags.get("test_accuracy", "-inf"))
-    head = pick_champion(accuracy, held)
-    if head is None:
-        if held_by is None:
-            client.set_registered_model_alias(name, CHAMPION, current.version)
-        return {
-            "version": int(current.version),
-            "head": current.tags.get("head"),
-            "test_accuracy": held,
-            "changed": False,
-        }
-    client.set_registered_model_alias(name, CHAMPION, versions[head])
-    return {"version": versions[head], "head": head, "test_accuracy": accuracy[head], "changed": True}
+        return info, served_version
 
 
 class ClientStore:

@@ -1,7 +1,8 @@
-"""The fine-tuned model as an MLflow pyfunc model that takes image files' bytes: clients send the file as it is
-and get class names back, with decoding, conversion, resizing and test-time mirroring done as in predict.
+"""A head's model as an MLflow pyfunc model that takes image files' bytes (the dense head on the frozen base
+below it): clients send the file as it is and get class names back, with decoding, conversion, resizing and
+test-time mirroring done as in predict.
 
-    mlflow models serve -m models:/<name>-classifier-served/latest --env-manager local --host 127.0.0.1 --port 5001
+    mlflow models serve -m models:/<name>-classifier-served@champion --env-manager local --host 127.0.0.1 --port 5001
     POST /invocations  {"dataframe_split": {"columns": ["image"], "data": [["<base64 of the file>"], ...]}}
       (or {"dataframe_records": [{"image": ...}]}, {"inputs": {"image": [...]}}, {"instances": [...]}: same answer)
     -> {"predictions": [{"class": "cats", "probability": 0.98, "probabilities": {...}, "error": null}, ...]}
@@ -23,6 +24,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import keras
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -30,10 +32,12 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
 from mlflow.types import ColSpec, DataType, Schema
 
+from pipeline.config import BackboneConfig
 from pipeline.data.images import MAX_MEGAPIXELS, over_bound
 from pipeline.files import read_json, write_json
 from pipeline.imports import closure
 from pipeline.layout import MODEL_FILE, PROJECT, SUMMARY_FILE
+from pipeline.model.heads import dense_on_images, takes_images
 from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import Prediction, Predictor
 from pipeline.tracking.lineage import pip_requirements
@@ -156,17 +160,32 @@ def requirements() -> list[str]:
     return [*pip_requirements(), *(f"{d}=={importlib.metadata.version(d)}" for d in EXTRA_REQUIREMENTS)]
 
 
-def log_pyfunc_model(
-    model_dir: Path, tta_flip: bool, example: Path, name: str = "served", registered_model_name: str | None = None
-) -> mlflow.models.model.ModelInfo:
-    """Log `model_dir`'s model.keras (raw-pixel input: the fine-tuned model) with its class names from
-    summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
-    under `registered_model_name` when given. `example`: an image file, the request example MLflow shows."""
+def image_model(model_dir: Path, backbone: BackboneConfig | None = None) -> keras.Model:
+    """`model_dir`'s model.keras without its optimizer state, on RGB pixels 0..255: a head on conv features (the
+    dense head) is put on `backbone`'s frozen base, as predict does, when `backbone` is given."""
     model = load_for_inference(model_dir / MODEL_FILE)
+    return dense_on_images(model, backbone) if backbone is not None and not takes_images(model) else model
+
+
+def log_pyfunc_model(
+    model_dir: Path,
+    tta_flip: bool,
+    example: Path,
+    name: str = "served",
+    registered_model_name: str | None = None,
+    backbone: BackboneConfig | None = None,
+    tags: dict[str, str] | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log `model_dir`'s model (image_model: with `backbone` the dense head too) with its class names from
+    summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
+    under `registered_model_name` when given, the version created with `tags`. `example`: an image file, the
+    request example MLflow shows."""
+    model = image_model(model_dir, backbone)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: serve the fine-tuned model")
+        raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: give its backbone")
     with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / MODEL_FILE)  # without the optimizer state: half the size
         meta = Path(tmp) / "meta.json"
         write_json(
             meta,
@@ -179,10 +198,11 @@ def log_pyfunc_model(
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=ImageClassifier(),
-            artifacts={"model": str(model_dir / MODEL_FILE), "meta": str(meta)},
+            artifacts={"model": str(Path(tmp) / MODEL_FILE), "meta": str(meta)},
             code_paths=[str(copy_code(Path(tmp) / "code"))],
             signature=SIGNATURE,
             input_example=pd.DataFrame({INPUT_COLUMN: [example.read_bytes()]}),
             pip_requirements=requirements(),
             registered_model_name=registered_model_name,
+            tags=tags,  # on the logged model and on its registered version
         )

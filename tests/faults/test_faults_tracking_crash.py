@@ -58,7 +58,9 @@ def test_a_rerun_after_kill_9_converges(tiny_project, tmp_path, server):
     registered = _every(0.2, lambda: bool(_versions(client, name)))
     assert kill_when(crashed, registered, timeout=90), (tmp_path / "crashed.log").read_text()
     left = _runs(client, name)
-    names = {what: run_name(what, {COMMIT_TAG: tiny_project.commit}) for what in (name, "dense")}
+    names = {
+        what: run_name({COMMIT_TAG: tiny_project.commit}, head) for what, head in ((name, None), ("dense", "dense"))
+    }
     assert {r.info.run_name for r in left} >= set(names.values())
     # The dense child may have finished just before the kill: it is the crashed execution's all the same.
     assert {r.info.status for r in left if r.info.run_name == names[name]} == {"RUNNING"}
@@ -73,7 +75,7 @@ def test_a_rerun_after_kill_9_converges(tiny_project, tmp_path, server):
     assert {r.info.run_id for r in left} == {r.info.run_id for r in runs if r.info.status == "FAILED"}
     finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     versions = _versions(client, name) + client.search_model_versions(f"name = '{name}-classifier-served'")
-    assert len(versions) == 3 and {v.run_id for v in versions} <= finished  # the crashed run's version is gone
+    assert len(versions) == 4 and {v.run_id for v in versions} <= finished  # the crashed run's versions are gone
     for v in _versions(client, name):
         assert {"head", "test_accuracy", "data.manifest_sha256"} <= set(v.tags), v.tags
     champion = client.get_model_version_by_alias(f"{name}-classifier", "champion")

@@ -30,6 +30,7 @@ from pipeline.tracking.owner import (
     owner_of,
     started,
 )
+from pipeline.tracking.registry import SERVED_TAG, served_name
 from tests.helpers.params import deep_merge, write_params
 from tests.helpers.pipeline import stage_command
 from tests.helpers.processes import env, kill_when, start, stop
@@ -101,10 +102,11 @@ def _leftover(client: MlflowClient, experiment: str, owner: str | None, beat: in
 
 
 def _register(client: MlflowClient, name: str, run_id: str, accuracy: str) -> str:
-    """A version of `name` registered by `run_id`, with the tags the track stage gives its versions."""
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    tags = {"head": "dense", "test_accuracy": accuracy}
+    """A version of `name` registered by `run_id` beside its served version, with the tags the track stage gives."""
+    for model in {name, served_name(name)} - {m.name for m in client.search_registered_models()}:
+        client.create_registered_model(model)
+    served = client.create_model_version(served_name(name), f"runs:/{run_id}/served", run_id)
+    tags = {"head": "dense", "test_accuracy": accuracy, SERVED_TAG: served.version}
     return client.create_model_version(name, f"runs:/{run_id}/dense", run_id, tags=tags).version
 
 
@@ -210,9 +212,8 @@ def test_only_runs_whose_process_is_gone_are_ended(tiny_project, tmp_path, serve
         unowned = _leftover(client, experiment, None, stale)  # a sweep's parent, a run by hand: not ours to end
         output = _ok(_track(tiny_project.root, tiny_project.data, server, tmp_path / "m.json"), tmp_path / "m.log")
         runs = _runs(client, name)
-        assert {i: runs[i].info.status for i in (alive, away, unowned)} == dict.fromkeys(
-            (alive, away, unowned), "RUNNING"
-        )
+        kept = (alive, away, unowned)
+        assert {i: runs[i].info.status for i in kept} == dict.fromkeys(kept, "RUNNING")
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -47,7 +47,7 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
     client = MlflowClient(mlflow_server)
     record = read_json(data.execution("train_dense"))
     live = client.get_run(record[RUN_ID_KEY])  # logged by the training stage, before any track
-    assert live.info.run_name == run_name("dense", {"mlflow.source.git.commit": tiny_project.commit})
+    assert live.info.run_name == run_name({"mlflow.source.git.commit": tiny_project.commit}, "dense")
     assert live.info.status == "FINISHED" and live.data.tags[STATE_TAG] == "trained"
     assert "mlflow.parentRunId" not in live.data.tags  # not a child until track adopts it
     history = [line.split(",") for line in (data.model_dir("dense") / "history.csv").read_text().split()[1:]]

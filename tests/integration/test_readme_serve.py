@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from pipeline.files import read_json
 from pipeline.layout import PARAMS_FILE, DatasetLayout
 from pipeline.predict import from_model_dir, predict
 from tests.helpers import REPO
@@ -64,7 +65,7 @@ def served(project):
         stop(proc)  # its own group: bash, the CLI and its uvicorn worker
 
 
-def test_the_readme_serve_command_answers_with_a_class(tiny_project, served):
+def test_the_readme_serve_command_answers_with_a_class(tiny_project, project, served):
     """One image POSTed as docs/predict.md's curl sends it (dataframe_split, base64 in column `image`)."""
     image = sorted(tiny_project.data.raw.rglob("*.jpg"))[0]
     rows = [[base64.b64encode(image.read_bytes()).decode()]]
@@ -72,6 +73,7 @@ def test_the_readme_serve_command_answers_with_a_class(tiny_project, served):
     request = urllib.request.Request(f"{served}/invocations", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         (answer,) = json.loads(response.read())["predictions"]
-    (want,) = predict([str(image)], from_model_dir(tiny_project.data.model_dir("finetune"), tiny_project.cfg))
+    head = read_json(DatasetLayout.of(repo_params()["data"]["name"], project).mlflow_record)["champion"]["head"]
+    (want,) = predict([str(image)], from_model_dir(tiny_project.data.model_dir(head), tiny_project.cfg))
     assert answer["error"] is None and answer["class"] == want.label
     assert answer["probabilities"] == pytest.approx(want.probabilities, abs=1e-5)

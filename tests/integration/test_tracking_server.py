@@ -4,7 +4,6 @@ per head, params / metrics / artifacts, registered models, the champion alias.""
 import shutil
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from pipeline.files import read_json, sha256_file
 from pipeline.layout import DatasetLayout
 from pipeline.stages.track import track
 from pipeline.tracking.lineage import lock_tags
+from pipeline.tracking.served import image_model
 from tests.helpers.params import deep_merge, write_params
 from tests.helpers.pipeline import run_stages
 
@@ -53,7 +53,7 @@ def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, f
     assert tags["mlflow.source.git.commit"] == tiny_project.commit and tags["prefect.flow_run_id"] == "flow-run-1"
     assert tags["dvc.exp.name"] == "dusty-mast" and tags["dvc.exp.baseline_rev"] == tiny_project.commit
     assert tags["mlflow.source.name"] == str(tiny_project.root.resolve())  # no git remote: the project folder
-    assert parent.info.run_name == f"{tiny_project.cfg.data.name} dusty-mast"
+    assert parent.info.run_name == "dusty-mast"  # the experiment is the dataset's already
     mine = lock_tags(tiny_project.lock, tiny_project.cfg.data.name)  # its dataset's stages, not the other's
     assert {k: tags[k] for k in tags if k.startswith("dvc.stage.")} == mine
     assert set(mine) == {"dvc.stage.prepare.md5", "dvc.stage.train_dense.md5"}
@@ -140,7 +140,9 @@ def test_a_child_run_per_head_with_history_test_metrics_and_plots(tiny_project, 
             *([f"plots/gradcam_{head}.png"] if head == "finetune" else []),
         }
     served = client.search_model_versions(f"name = '{first['registered_model']}-served'")
-    assert [v.run_id for v in served] == [first["child_run_ids"]["finetune"]]  # the raw-image pyfunc model
+    assert {v.run_id: int(v.version) for v in served} == {  # each head's image-file pyfunc model
+        first["child_run_ids"][head]: version for head, version in first["served_versions"].items()
+    }
 
 
 def test_models_are_registered_and_the_champion_loads_and_predicts(tiny_project, mlflow_server, first, monkeypatch):
@@ -163,13 +165,9 @@ def test_models_are_registered_and_the_champion_loads_and_predicts(tiny_project,
     local = mlflow.artifacts.download_artifacts(uri)
     example = mlflow.models.Model.load(local).load_input_example(local)
     size = tiny_project.cfg.backbone.image_size
-    inputs = {
-        "dense": np.load(d.features / "test.npy").shape[1:],  # cached features
-        "finetune": (size, size, 3),
-    }  # RGB pixels
-    assert example.shape == (1, *inputs[champion["head"]])
+    assert example.shape == (1, size, size, 3)  # RGB pixels, whichever head (the dense one on the frozen base)
     probs = np.asarray(mlflow.pyfunc.load_model(uri).predict(example))
-    trained = keras.models.load_model(d.model_file(champion["head"]))
+    trained = image_model(d.model_dir(champion["head"]), tiny_project.cfg.backbone)
     np.testing.assert_allclose(probs, trained.predict(example, verbose=0), rtol=1e-5)
     assert probs.shape == (1, 1) and 0 <= probs[0, 0] <= 1
 

@@ -8,7 +8,7 @@ import yaml
 
 from pipeline.config import SOURCE_KEYS, Config, DataConfig
 from pipeline.tracking.lineage import lock_tags
-from pipeline.tracking.runs import pick_champion
+from pipeline.tracking.registry import pick_champion
 from pipeline.tracking.store import artifact_location, tracking_uri
 from tests.helpers import REPO
 from tests.helpers.project import lock_of

@@ -57,13 +57,13 @@ def test_runs_are_named_after_the_dvc_experiment_else_the_commit(tmp_path, monke
         monkeypatch.delenv(var, raising=False)
     lock = tmp_path / "dvc.lock"
     lock.write_text("schema: '2.0'\nstages: {}\n")
-    assert run_name("cats", execution_tags(lock)) == "cats"  # outside git
+    assert run_name(execution_tags(lock)) == "workspace"  # outside git
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "dvc.lock")
     git(tmp_path, "commit", "-qm", "x")
     commit = git(tmp_path, "rev-parse", "HEAD")
     tags = execution_tags(lock)
-    assert run_name("dense", tags) == f"dense {commit[:7]}"
+    assert (run_name(tags), run_name(tags, "dense")) == (commit[:7], f"dense {commit[:7]}")
     assert tags["mlflow.source.name"] == str(tmp_path.resolve())  # no remote: the project folder, which exists
     git(tmp_path, "remote", "add", "origin", "https://example.com/team/project.git")
     assert execution_tags(lock)["mlflow.source.name"] == "https://example.com/team/project.git"
@@ -71,7 +71,7 @@ def test_runs_are_named_after_the_dvc_experiment_else_the_commit(tmp_path, monke
     monkeypatch.setenv("DVC_EXP_NAME", "dusty-mast")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", commit)
     exp_tags = execution_tags(lock)
-    assert run_name("cats", exp_tags) == "cats dusty-mast"
+    assert run_name(exp_tags) == "dusty-mast"  # not "cats dusty-mast": the experiment is cats
     assert exp_tags["dvc.exp.name"] == "dusty-mast" and exp_tags["dvc.exp.baseline_rev"] == commit
     # The same execution rerun as another experiment (after a crash) finds the runs the crash left.
     assert execution_id(exp_tags, {"a": 1}) == execution_id(tags, {"a": 1}) != execution_id(tags, {"a": 2})

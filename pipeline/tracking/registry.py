@@ -1,0 +1,109 @@
+"""The registry side of one execution: which version holds `champion` (on the model of each head and on its
+image model, the one users serve), and the runs and versions an earlier track of the same execution left."""
+
+from __future__ import annotations
+
+import mlflow
+
+from pipeline.config import Config
+from pipeline.layout import HEADS
+from pipeline.tracking.lineage import EXECUTION_TAG
+from pipeline.tracking.owner import PARENT_TAG
+
+CHAMPION = "champion"
+SERVED_TAG = "served_version"  # on a head's version: its image model's version under served_name
+
+
+def model_name(cfg: Config) -> str:
+    """One registered model per dataset: both heads are versions of it, so `champion` can pick either."""
+    return f"{cfg.data.name}-classifier"
+
+
+def served_name(name: str) -> str:
+    """The image-file model registered beside `name` (pipeline/tracking/served.py), one version per head's."""
+    return f"{name}-served"
+
+
+def pick_champion(accuracy: dict[str, float], current: float | None) -> str | None:
+    """The head to promote: this run's best by test accuracy (ties: the first of HEADS, the cheaper model),
+    only if it beats the current champion strictly (a tie keeps the champion: no churn)."""
+    best = max(accuracy, key=accuracy.__getitem__)
+    return best if current is None or accuracy[best] > current else None
+
+
+def _eligible(version) -> bool:
+    """A version the alias may name: it takes images and has its served image model (the tags say so; versions
+    logged before both heads took images, or aliased by hand, don't)."""
+    return {"test_accuracy", SERVED_TAG} <= set(version.tags)
+
+
+def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
+    """The best eligible version of `name` but the `new` ones by its test_accuracy tag, the earliest on a tie (the
+    one the strict rule kept); None when there is none."""
+    earlier = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if int(v.version) not in new.values() and _eligible(v)
+    ]
+    return max(earlier, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)), default=None)
+
+
+def _described(version, changed: bool) -> dict:
+    return {
+        "version": int(version.version),
+        "head": version.tags.get("head"),
+        "test_accuracy": float(version.tags["test_accuracy"]),
+        "served_version": int(version.tags[SERVED_TAG]),
+        "changed": changed,
+    }
+
+
+def register_champion(name: str, versions: dict[str, int], metrics: dict, workspace: bool) -> dict | None:
+    """Move `champion` to the better of the new versions if it beats the one holding it, on `name` and on its
+    served image model alike. An execution outside the workspace (`workspace` False: an experiment, applied or
+    not) moves nothing: what users serve changes only with what the project holds. The champion, None if none."""
+    client = mlflow.MlflowClient()
+    held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
+    if not workspace:
+        held = None if held_by is None else client.get_model_version(name, held_by)
+        return None if held is None or not _eligible(held) else _described(held, changed=False)
+    # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
+    # and the best one left holds it again.
+    current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
+    eligible = current is not None and _eligible(current)  # an ineligible champion counts as beaten
+    accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
+    head = pick_champion(accuracy, float(current.tags["test_accuracy"]) if eligible else None)
+    chosen = current if head is None else client.get_model_version(name, str(versions[head]))
+    # Both set every time (idempotent): a served alias missing beside the champion's comes back too.
+    client.set_registered_model_alias(name, CHAMPION, chosen.version)
+    client.set_registered_model_alias(served_name(name), CHAMPION, chosen.tags[SERVED_TAG])
+    return _described(chosen, changed=head is not None)
+
+
+def logged_execution(experiment_id: str, execution: str, name: str) -> dict | None:
+    """The earliest finished track of `execution` whose every head has its versions: its parent, children and
+    versions (mlflow.json's keys); None when there is none. The same outputs tracked again reuse it."""
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{EXECUTION_TAG}` = '{execution}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    for parent in (r for r in runs if PARENT_TAG not in r.data.tags):
+        children = {
+            r.data.params.get("head"): r.info.run_id for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id
+        }
+        if set(children) != set(HEADS):
+            continue
+        found = {
+            head: {v.name: int(v.version) for v in client.search_model_versions(f"run_id = '{run_id}'")}
+            for head, run_id in children.items()
+        }
+        if all({name, served_name(name)} <= set(versions) for versions in found.values()):
+            return {
+                "parent_run_id": parent.info.run_id,
+                "child_run_ids": {head: children[head] for head in HEADS},
+                "model_versions": {head: found[head][name] for head in HEADS},
+                "served_versions": {head: found[head][served_name(name)] for head in HEADS},
+            }
+    return None
