@@ -64,9 +64,9 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
     for i, key in enumerate(KEYS, start=1):  # one point per epoch: track did not log the live ones again
         assert _history(client, live.info.run_id, key) == [(int(row[0]), float(row[i])) for row in history]
 
-    # A track rerun without retraining (same execution record) leaves that child to its parent: a new child.
+    # A track rerun without retraining (the same execution) reuses the first's runs: the child stays its parent's.
     second = track(parse_config(params), data, root / "dvc.lock", tmp_path / "second.json")
-    assert second["child_run_ids"]["dense"] != live.info.run_id
+    assert (second["parent_run_id"], second["child_run_ids"]) == (first["parent_run_id"], first["child_run_ids"])
     assert client.get_run(live.info.run_id).data.tags["mlflow.parentRunId"] == first["parent_run_id"]
 
 
