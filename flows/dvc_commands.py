@@ -3,6 +3,7 @@ stages ran or were skipped, and a bounded wait while another DVC process holds t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ class DvcResult:
     # stage -> seconds from DVC's line about it to the next stage's line (or the end): for one `dvc exp run` of
     # several stages, about the time each took (a skipped stage's check counts to the stage before it)
     stage_seconds: dict[str, float]
+    lines: tuple[str, ...] = ()  # everything the command printed
 
 
 def project_root(path: str | Path | None = None) -> Path:
@@ -150,7 +152,7 @@ def run_dvc(
         lines = [line for _, line in timed]
         if rc == 0:
             end = time.monotonic()
-            return DvcResult(parse_outcomes(lines), round(end - start, 1), split_seconds(timed, end))
+            return DvcResult(parse_outcomes(lines), round(end - start, 1), split_seconds(timed, end), tuple(lines))
         at = next((i for i, line in enumerate(lines) if _LOCKED.match(line)), None)
         if at is None:
             tail = "\n".join(lines[-40:])
@@ -164,3 +166,15 @@ def run_dvc(
             )
         log.warning("another DVC process is working on %s; waiting for its lock (%.0f s left)", root, left)
         time.sleep(min(poll_s, max(left, 0.1)))
+
+
+def is_up_to_date(
+    stage: str, root: Path, log: logging.Logger | logging.LoggerAdapter, lock_timeout_s: float = 3600.0
+) -> tuple[bool, float]:
+    """(whether `dvc status --json <stage>` finds nothing changed, its seconds): DVC's own machine-readable answer
+    to whether `dvc repro` would run the stage now."""
+    result = run_dvc(["status", "--json", stage], root, log, lock_timeout_s)
+    report = next((line for line in reversed(result.lines) if line.startswith("{")), None)
+    if report is None:
+        raise DvcError(f"`dvc status --json {stage}` printed no JSON in {root}:\n" + "\n".join(result.lines[-20:]))
+    return json.loads(report) == {}, result.seconds

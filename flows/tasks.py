@@ -15,7 +15,7 @@ from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import OUTCOME_TEXT
-from flows.dvc_commands import run_dvc
+from flows.dvc_commands import is_up_to_date, run_dvc
 from flows.experiments import check_out, head_commit, save_experiment
 from flows.overrides import set_args
 from pipeline.layout import stage_parts
@@ -77,11 +77,22 @@ def run_stages(
     pull: dict[str, list[str]] | None = None,
     env: dict[str, str] | None = None,
 ) -> dict[str, dict]:
-    """One task per stage, in order; stage -> {"outcome", "seconds"}. A failed stage raises and stops the run."""
-    return {
-        stage: stage_task(stage)(stage, root, lock_timeout_s, (pull or {}).get(stage), env, return_state=True).result()
-        for stage in stages
-    }
+    """One task per stage that must run, in order; stage -> {"outcome", "seconds"}. A failed stage raises and stops
+    the run. Without `pull`, a stage that `dvc status` finds up to date (asked just before it, after what ran
+    upstream) gets no task, only the outcome "skipped": the Prefect UI's graph and state counts show what ran, not
+    a green "Completed" for each unchanged stage. With `pull` (a fresh checkout: nothing is there yet) every stage
+    is a task."""
+    log, results = get_run_logger(), {}
+    for stage in stages:
+        if pull is None:
+            current, seconds = is_up_to_date(stage, root, log, lock_timeout_s)
+            if current:
+                log.info("stage %s: %s (%.1f s to check; no task)", stage, OUTCOME_TEXT["skipped"], seconds)
+                results[stage] = {"outcome": "skipped", "seconds": seconds}
+                continue
+        task = stage_task(stage)
+        results[stage] = task(stage, root, lock_timeout_s, (pull or {}).get(stage), env, return_state=True).result()
+    return results
 
 
 @task(task_run_name="check out {name}", cache_policy=NO_CACHE)
