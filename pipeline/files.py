@@ -159,7 +159,8 @@ def _marker(folder: Path) -> str | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts: its parent has not reaped it yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -175,7 +176,7 @@ def remove_stale_temps(target: Path) -> None:
     pattern = re.compile(rf"\.tmp-{re.escape(target.name)}-(\d+)-[a-z0-9_]{{8}}")
     for entry in target.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if match and not _pid_alive(int(match[1])):
+        if match and not pid_alive(int(match[1])):
             log.info("removing %s left by a killed run", entry)
             shutil.rmtree(entry, ignore_errors=True)
 

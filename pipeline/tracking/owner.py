@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from pipeline.files import pid_alive
+
 OWNER_TAG = "pipeline.owner"  # "<pid> <start> <machine>"
 HEARTBEAT_TAG = "pipeline.owner.heartbeat"  # ms since the epoch, by the owner's clock
 HEARTBEAT_S = 60.0
@@ -62,13 +64,7 @@ def started(pid: int) -> str | None:
     if stat:
         state, *fields = stat[stat.rindex(")") + 2 :].split()  # the name (field 2) may hold spaces and parentheses
         return None if state in ("Z", "X") else fields[18]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # another user's process: it exists
-        pass
-    return ""
+    return "" if pid_alive(pid) else None
 
 
 def owner_of(pid: int) -> str:
