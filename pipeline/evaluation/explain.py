@@ -21,6 +21,7 @@ from pipeline.evaluation.plots import plt, save_figure
 from pipeline.files import write_csv
 from pipeline.model.heads import head_logits
 from pipeline.model.inputs import load_image
+from pipeline.model.shipping import fine_tuned_part
 
 LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
@@ -195,7 +196,7 @@ def write_explanations(
     PNGs' paths. misclassified_<head>.csv beside each gallery names its images."""
     if not (cfg.explain_per_class or cfg.misclassified_max):
         return []
-    parts = gradcam_parts(model)
+    parts = gradcam_parts(fine_tuned_part(model))  # of an average, its fine-tuned model's maps
     figures = {}
     if cfg.explain_per_class:
         figures["gradcam_finetune"] = _gradcam_figure(

@@ -17,6 +17,8 @@ def output_layer(n_classes: int) -> keras.layers.Layer:
     return keras.layers.Dense(n_classes, activation="softmax", name="prediction")
 
 
+TUNED_NAME = "finetuned"  # the fine-tune model's name, inside a shipped average too (model/shipping.py)
+
 POOLING = {
     "flatten": lambda: keras.layers.Flatten(name="flatten"),
     "avg": lambda: keras.layers.GlobalAveragePooling2D(name="avg_pool"),
@@ -77,7 +79,9 @@ def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     return layers
 
 
-def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> keras.Model:
+def build_finetune_model(
+    head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig, name: str = TUNED_NAME
+) -> keras.Model:
     """Raw RGB pixels in [0, 255] -> augmentation (training only) -> MobileNet with its top `unfreeze_blocks`
     trainable -> the dense head. BatchNorm stays in inference mode (training=False): small batches would wreck
     its ImageNet statistics."""
@@ -92,7 +96,7 @@ def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: Finet
     x = preprocessing_layer()(x)
     x = base(x, training=False)
     outputs = head(x)
-    return keras.Model(inputs, outputs, name="finetuned")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:

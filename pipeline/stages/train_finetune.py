@@ -24,6 +24,7 @@ from pipeline.model.devices import distribution
 from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
+from pipeline.model.shipping import Choice, average_model, candidate_probabilities, choose
 from pipeline.model.training import (
     TRAINING_OUTPUTS,
     class_weights,
@@ -61,6 +62,7 @@ def train_finetune(
         head = keras.models.load_model(dense_model, compile=False)  # its optimizer state would bloat the model
         steps = math.ceil(len(train[0]) / cfg.batch_size)
         model = compile_for(build_finetune_model(head, backbone, cfg), cfg, n, steps)
+    start = model.get_weights()  # the dense head on the frozen base: a candidate to ship (model/shipping.py)
     weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
         "fine-tuning on %d train / %d validation images (class weights %s, %d replica(s))",
@@ -91,10 +93,35 @@ def train_finetune(
             **fit,
         )
     history, start_won = result
-    summary = save_training(model, history, out_dir, classes, weights, start_won)
+    shipped, choice = _ship(model, start, dense_model, val, n, backbone, cfg)
+    log.info("shipping %s: %s", choice.shipped, choice.why())
+    chosen = {"shipped": choice.shipped, "candidates": choice.validation, **choice.validation[choice.shipped]}
+    summary = save_training(shipped, history, out_dir, classes, weights, {**start_won, **chosen})
     if checkpoint:
         checkpoint.remove()
     return summary
+
+
+def _ship(
+    model: keras.Model,
+    start: list[np.ndarray],
+    dense_model: Path,
+    val: Split,
+    n: int,
+    backbone: BackboneConfig,
+    cfg: FinetuneConfig,
+) -> tuple[keras.Model, Choice]:
+    """The candidate chosen on validation, as the image model to save: `model` with its start or fine-tuned
+    weights, or both averaged."""
+    choice = choose(val[1], candidate_probabilities(model, start, val[0], n, backbone.image_size))
+    if choice.shipped == "finetune":
+        return model, choice
+    if choice.shipped == "dense":
+        model.set_weights(start)
+        return model, choice
+    first = build_finetune_model(keras.models.load_model(dense_model, compile=False), backbone, cfg, name="start")
+    first.set_weights(start)
+    return average_model(first, model), choice
 
 
 def _fingerprint(manifest: Path, dense_model: Path, backbone: BackboneConfig, cfg: FinetuneConfig) -> str:

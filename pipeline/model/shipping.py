@@ -1,0 +1,76 @@
+"""Which model the fine-tune stage ships: its start (the dense head on the frozen base), the fine-tuned model, or
+the mean of their probabilities, whichever has the lowest log loss on the validation images, scored through the
+same image path predict uses (so on what ships). The test split takes no part: it is scored once, by evaluate.
+
+Both candidates exist once fine-tuning ends, so the choice costs two passes over the validation images. Far from
+ImageNet, fine-tuning can overfit a few hundred images per class in one epoch while the start generalises better;
+close to it, the two often err on different images and their mean beats both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from sklearn.metrics import accuracy_score, log_loss
+
+from pipeline.model.heads import TUNED_NAME
+from pipeline.model.inference import image_probabilities
+
+# In order of cost: a tie goes to the earlier. "dense": fine-tuning's start, which scores as the dense head does.
+CANDIDATES = ("dense", "finetune", "average")
+AVERAGE_LAYER = "candidates_mean"  # the averaging layer of a shipped "average" model
+
+
+@dataclass(frozen=True)
+class Choice:
+    shipped: str  # one of CANDIDATES
+    validation: dict[str, dict[str, float]]  # candidate -> {"val_loss", "val_accuracy"}
+
+    def why(self) -> str:
+        """One sentence for logs, the summary and the report."""
+        scores = ", ".join(f"{c} {s['val_loss']:.4f}" for c, s in self.validation.items())
+        return f"lowest validation log loss of the candidates ({scores}; a tie goes to the cheaper)"
+
+
+def choose(y: np.ndarray, probs: dict[str, np.ndarray]) -> Choice:
+    """The candidate of lowest validation log loss (rounded to 6 places as recorded: the same bytes choose the
+    same), the earlier of CANDIDATES on a tie."""
+    labels = list(range(next(iter(probs.values())).shape[1]))
+    validation = {
+        c: {
+            "val_loss": round(float(log_loss(y, np.clip(p, 1e-7, 1), labels=labels)), 6),
+            "val_accuracy": round(float(accuracy_score(y, p.argmax(1))), 6),
+        }
+        for c, p in probs.items()
+    }
+    shipped = min(validation, key=lambda c: (validation[c]["val_loss"], CANDIDATES.index(c)))
+    return Choice(shipped, validation)
+
+
+def candidate_probabilities(
+    model: keras.Model, start: list[np.ndarray], paths: list[str], n_classes: int, size: int
+) -> dict[str, np.ndarray]:
+    """Validation probabilities of each candidate; `model` holds the fine-tuned weights, `start` its weights before
+    fine-tuning (left on `model` as they were found)."""
+    tuned = model.get_weights()
+    fine = image_probabilities(model, paths, n_classes, size, tta_flip=False)
+    model.set_weights(start)
+    first = image_probabilities(model, paths, n_classes, size, tta_flip=False)
+    model.set_weights(tuned)
+    return {"dense": first, "finetune": fine, "average": (first + fine) / 2}
+
+
+def average_model(start: keras.Model, tuned: keras.Model) -> keras.Model:
+    """One image model whose output is the mean of the two models' probabilities."""
+    image = keras.Input(tuned.inputs[0].shape[1:], name="image")
+    mean = keras.layers.Average(name=AVERAGE_LAYER)([start(image), tuned(image)])
+    return keras.Model(image, mean, name="average")
+
+
+def fine_tuned_part(model: keras.Model) -> keras.Model:
+    """The fine-tune architecture inside a shipped model (for Grad-CAM): the model itself, or the fine-tuned one
+    of an average."""
+    if any(layer.name == AVERAGE_LAYER for layer in model.layers):
+        return model.get_layer(TUNED_NAME)
+    return model
