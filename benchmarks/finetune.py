@@ -55,7 +55,8 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
     pairs = [(x, labels[i * bs : (i + 1) * bs]) for i, x in enumerate(images)]
     head = keras.models.load_model(data / "models" / "dense" / "model.keras")
     model = compile_for(build_finetune_model(head, cfg.backbone, ft), ft, n_classes, math.ceil(n_train / bs))
-    no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
+    still = {"flip": False, "rotation": 0, "zoom": 0, "color": 0.0}
+    no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": still})
     no_aug = compile_for(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft, n_classes, math.ceil(n_train / bs))
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), ft.unfreeze_blocks)
     aug = keras.Sequential(augmentation(ft.augment, ft.seed))
@@ -136,7 +137,7 @@ def accuracy(data: Path, cfg) -> None:
     runs = {
         "params.yaml settings": ft,
         "augmentation off (cached)": FinetuneConfig(
-            **{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}}
+            **{**ft.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0, "color": 0.0}}
         ),
     }
     print("\ntrain_finetune() to the end:")

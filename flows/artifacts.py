@@ -106,7 +106,8 @@ def pipeline_markdown(
         links = [f"- {label}: {link}" for label, link in mlflow_links(mlflow)]
         if champion := mlflow.get("champion"):
             links.append(
-                f"- `{mlflow['registered_model']}@champion`: version {champion['version']} ({champion['head']} head)"
+                f"- `{mlflow['registered_model']}@champion`: version {champion['version']} (ships "
+                f"{champion.get('shipped')}, chosen on validation)"
             )
         parts.append("\n".join(links))
         if note := local_store_note(mlflow, root):

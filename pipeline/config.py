@@ -111,6 +111,7 @@ class AugmentConfig(_Strict):
     flip: bool
     rotation: float = Field(ge=0, le=0.5)
     zoom: float = Field(ge=0, lt=1)
+    color: float = Field(ge=0, lt=1)  # brightness and contrast jitter, up to this fraction either way
 
 
 class FinetuneConfig(TrainingConfig):

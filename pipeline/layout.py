@@ -44,6 +44,9 @@ def stage_parts(target: str) -> tuple[str, str | None]:
 
 
 HEADS = ("dense", "finetune")  # the two models, in training order (the dense head is the cheaper one)
+# The stage whose model ships (predict's default, @champion): the fine-tune stage saves the best on validation of
+# its start, the fine-tuned model and their average (model/shipping.py).
+SHIPPING_HEAD = "finetune"
 SPLITS = ("train", "validation", "test")
 
 MODEL_FILE = "model.keras"

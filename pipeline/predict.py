@@ -4,10 +4,12 @@
     python -m pipeline.predict photos/ --model-dir data/<name>/models/dense --csv predictions.csv
     python -m pipeline.predict photo.jpg --model-uri models:/<name>-classifier@champion
 
-Default model: data/<data.name>/models/finetune (params.yaml). Each file is decoded, and converted where
-TensorFlow would misread it, by the same code as prepare (pipeline/data/images.py), then resized by the training
-input pipeline and averaged with its mirror image when evaluate.tta_flip is set, as evaluate does. A file that
-can't be used gets an error line and the others are still predicted; the exit status is then 1.
+Default model: data/<data.name>/models/finetune (params.yaml): the shipped model, whichever of the dense head on
+the frozen base, the fine-tuned model and their average the fine-tune stage chose on validation (it logs which).
+Each file is decoded, and converted where TensorFlow would misread it, by the same code as prepare
+(pipeline/data/images.py), then resized by the training input pipeline and averaged with its mirror image when
+evaluate.tta_flip is set, as evaluate does. A file that can't be used gets an error line and the others are still
+predicted; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, Config, load_config
 from pipeline.data.archive import DownloadError, fetch
 from pipeline.data.naming import IMAGE_SUFFIXES
-from pipeline.files import csv_kind, read_json, write_csv
+from pipeline.files import csv_kind, log, read_json, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
 from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import PredictError, Prediction, Predictor, predictor_for
+from pipeline.summary import shipped_line
 from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
 
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
@@ -43,7 +46,10 @@ def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
             f"--model-dir / --model-uri"
         )
     model = load_for_inference(model_file)
-    return predictor_for(model, read_json(summary)["classes"], cfg.backbone, cfg.evaluate.tta_flip)
+    facts = read_json(summary)
+    if "shipped" in facts:  # the fine-tune stage's folder: say which candidate it ships
+        log.info("model %s ships %s", model_dir, shipped_line(facts))
+    return predictor_for(model, facts["classes"], cfg.backbone, cfg.evaluate.tta_flip)
 
 
 def from_model_uri(uri: str) -> Predictor:
@@ -72,11 +78,13 @@ def from_model_uri(uri: str) -> Predictor:
     except mlflow.exceptions.MlflowException as err:
         raise PredictError(f"{uri}: {err.message}") from None
     try:  # run params are strings
-        backbone = BackboneConfig(
-            name=params["backbone.name"],
-            alpha=float(params["backbone.alpha"]),
-            image_size=int(params["backbone.image_size"]),
-            weights=None if params["backbone.weights"] == "None" else params["backbone.weights"],
+        backbone = BackboneConfig.model_validate(  # a dict: pydantic, not the caller, checks name and weights
+            {
+                "name": params["backbone.name"],
+                "alpha": float(params["backbone.alpha"]),
+                "image_size": int(params["backbone.image_size"]),
+                "weights": None if params["backbone.weights"] == "None" else params["backbone.weights"],
+            }
         )
     except KeyError as key:
         raise PredictError(f"{uri}: its run has no parameter {key}: log params.yaml with the model") from None

@@ -12,13 +12,24 @@ from __future__ import annotations
 from pipeline.cli import parser, run_cli
 from pipeline.config import load_config, load_params, parse_all
 from pipeline.files import read_json
-from pipeline.layout import HEADS, SPLITS, SUMMARY_FILE, DatasetLayout
+from pipeline.layout import HEADS, SHIPPING_HEAD, SPLITS, SUMMARY_FILE, DatasetLayout
 
 WIDTH = 100
 
 
 def _cell(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def shipped_line(summary: dict) -> str:
+    """What the fine-tune stage's folder holds (its summary.json) and why, in one line."""
+    if "shipped" not in summary:
+        return "the fine-tuned model (saved before the choice among candidates existed)"
+    losses = ", ".join(f"{c} {s['val_loss']:.4f}" for c, s in summary["candidates"].items())
+    return (
+        f"{summary['shipped']} (validation log loss {losses}); fine-tuning ran {summary['epochs_run']} epoch(s), "
+        f"best epoch {summary['best_epoch']}"
+    )
 
 
 def summary_lines(data: DatasetLayout, name: str) -> list[str]:
@@ -35,12 +46,13 @@ def summary_lines(data: DatasetLayout, name: str) -> list[str]:
             f"{head:<10}{_cell(m['accuracy'], '>10.2%')}{_cell(m['f1'], '>8.3f')}{_cell(m['macro_f1'], '>10.3f')}"
             f"{_cell(m.get('roc_auc'), '>9.4f')}{_cell(s['best_epoch'], '>12')}{_cell(s['val_loss'], '>10.4f')}"
         )
+    lines.append(f"shipped: {shipped_line(read_json(data.model_dir(SHIPPING_HEAD) / SUMMARY_FILE))}")
     lines.append(f"report:  {data.report}")
     if data.mlflow_record.is_file():
         record = read_json(data.mlflow_record)
         champion = record.get("champion") or {}
         lines.append(f"mlflow:  experiment {record['experiment_name']!r}, parent run {record['parent_run_id']}")
-        lines.append(f"         {record['tracking_uri']}; champion: {champion.get('head', '-')}")
+        lines.append(f"         {record['tracking_uri']}; champion: {champion.get('shipped', '-')}")
     return [line if len(line) <= WIDTH else line[: WIDTH - 1] + "…" for line in lines]
 
 

@@ -167,9 +167,10 @@ def _misclassified_figure(
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     wrong = np.flatnonzero(pred != y)
     idx = wrong[np.argsort(-conf[wrong], kind="stable")][:limit]
-    images = _pixels(paths, idx, size)
+    pixels = _pixels(paths, idx, size)
+    images = list(pixels)
     if parts is not None:
-        images = [overlay(img, cam) for img, cam in zip(images, heatmaps(parts, images, pred[idx]))]
+        images = [overlay(img, cam) for img, cam in zip(pixels, heatmaps(parts, pixels, pred[idx]))]
     cells = [
         (np.asarray(img, np.uint8), f"{classes[y[i]]} → {classes[pred[i]]} {conf[i]:.2f}", False)
         for i, img in zip(idx, images)

@@ -57,11 +57,11 @@ def write_plots(
     for head, path in histories.items():
         hist = np.genfromtxt(path, delimiter=",", names=True)
         hist = np.atleast_1d(hist)
-        summary = path.parent / SUMMARY_FILE  # the kept weights' epoch; 0: the starting weights (no epoch better)
+        summary = path.parent / SUMMARY_FILE  # the kept weights' epoch
         facts = read_json(summary) if summary.exists() else {}
         best, members = facts.get("best_epoch"), facts.get("members")
         who = f" (ensemble of {members})" if members else ""  # an ensemble's rows: train_dense's docstring
-        kept = f"saved: epoch {best}, each member at its best" if members else f"best epoch ({best or 'start'})"
+        kept = f"saved: epoch {best}, each member at its best" if members else f"best epoch ({best})"
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key in zip(axes, ("loss", "accuracy")):
             ax.plot(hist["epoch"], hist[key], "o-", label=f"train {key}{who}")

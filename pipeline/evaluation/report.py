@@ -114,13 +114,21 @@ def _metrics_note(classes: list[str]) -> tuple[tuple[str, ...], str]:
 
 def _training_section(summaries: dict[str, dict]) -> str:
     rows = [[h, *(s.get(k) for k in SUMMARY_METRICS), s.get("class_weight") or "none"] for h, s in summaries.items()]
-    kept = [
-        f"<p>{escape(h)}: no epoch lowered the validation loss of the weights it started from (best_epoch 0), "
-        "so it kept them: its model is the dense head it was fine-tuned from.</p>"
-        for h, s in summaries.items()
-        if s.get("best_epoch") == 0
-    ]
-    return "<h2>Training (validation split)</h2>" + table(["head", *SUMMARY], rows) + "".join(kept)
+    return "<h2>Training (validation split)</h2>" + table(["head", *SUMMARY], rows) + _shipped(summaries)
+
+
+def _shipped(summaries: dict[str, dict]) -> str:
+    """Which model the fine-tune stage ships (predict's default, @champion) and the candidates it chose among."""
+    s = next((s for s in summaries.values() if "shipped" in s), None)
+    if s is None:
+        return ""
+    rows = [[c, v["val_loss"], v["val_accuracy"]] for c, v in s["candidates"].items()]
+    return (
+        f"<p>Shipped (predict's default, <code>@champion</code>): <b>{escape(s['shipped'])}</b>, the candidate of "
+        f"lowest validation log loss (a tie goes to the cheaper, in this order: {', '.join(s['candidates'])}). "
+        f"Fine-tuning ran {s['epochs_run']} epoch(s); its best was epoch {s['best_epoch']}.</p>"
+        + table(["candidate", "val_loss", "val_accuracy"], rows)
+    )
 
 
 def _models_note(model_dirs: dict[str, Path]) -> str:

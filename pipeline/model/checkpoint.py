@@ -13,6 +13,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,7 +44,6 @@ class Resume:
 
     epoch: int  # epochs finished
     history: dict[str, list[float]]
-    start: tuple[float, float]  # (val_loss, val_accuracy) of the starting weights: epoch 0
     best: float
     best_epoch: int
     wait: int
@@ -91,18 +91,17 @@ class Checkpoint:
             for variable, value in zip(variables, saved[group]):
                 variable.assign(value)
         log.info("resuming from checkpoint %s after epoch %d", self.file, resume.epoch)
-        return dataclasses.replace(resume, start=tuple(resume.start))
+        return resume
 
-    def saver(
-        self, best: keras.callbacks.EarlyStopping, start: tuple[float, float], resume: Resume | None
-    ) -> keras.callbacks.Callback:
+    def saver(self, best: keras.callbacks.EarlyStopping, resume: Resume | None) -> keras.callbacks.Callback:
         """The callback writing the checkpoint after each epoch; it must come after `best` (whose state of that
         epoch it saves)."""
-        return _Saver(self, best, start, resume)
+        return _Saver(self, best, resume)
 
     def save(self, model: keras.Model, state: dict, best_weights: list[np.ndarray]) -> None:
         """Atomically: a kill during the write leaves the previous checkpoint whole."""
-        arrays = {"state": np.array(json.dumps({"key": self.key, **state}))}
+        # Any: a dict[str, ndarray] unpacked into savez could, for mypy, hold its allow_pickle: bool
+        arrays: dict[str, Any] = {"state": np.array(json.dumps({"key": self.key, **state}))}
         groups = {"model": resumable_variables(model), "optimizer": model.optimizer.variables, "best": best_weights}
         for group, values in groups.items():
             arrays.update({f"{group}/{i}": np.asarray(v) for i, v in enumerate(values)})
@@ -135,15 +134,9 @@ def _group(arrays: dict[str, np.ndarray], group: str) -> list[np.ndarray]:
 class _Saver(keras.callbacks.Callback):
     """Keeps the whole history itself: Keras's History callback runs after it and only knows this run's epochs."""
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        best: keras.callbacks.EarlyStopping,
-        start: tuple[float, float],
-        resume: Resume | None,
-    ):
+    def __init__(self, checkpoint: Checkpoint, best: keras.callbacks.EarlyStopping, resume: Resume | None):
         super().__init__()
-        self.checkpoint, self.best, self.start = checkpoint, best, start
+        self.checkpoint, self.best = checkpoint, best
         self.history: dict[str, list[float]] = dict(resume.history) if resume else {}
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -153,10 +146,9 @@ class _Saver(keras.callbacks.Callback):
         state = {
             "epoch": epoch + 1,
             "history": self.history,
-            "start": [float(s) for s in self.start],
             "best": float(best.best),
             "best_epoch": int(best.best_epoch),
             "wait": int(best.wait),
             "stopped": bool(self.model.stop_training),
         }
-        self.checkpoint.save(self.model, state, best.best_weights)  # set from the start: BestEpoch
+        self.checkpoint.save(self.model, state, best.best_weights)  # set at the first epoch's end: BestEpoch

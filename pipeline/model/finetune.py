@@ -27,8 +27,8 @@ Split = tuple[list[str], np.ndarray]  # image paths, integer labels
 
 
 def cacheable(cfg: FinetuneConfig) -> bool:
-    """Rotation and zoom change the pixels every epoch: only flip (or nothing) can be precomputed."""
-    return not (cfg.augment.rotation or cfg.augment.zoom)
+    """Rotation, zoom and colour change the pixels every epoch: only flip (or nothing) can be precomputed."""
+    return not (cfg.augment.rotation or cfg.augment.zoom or cfg.augment.color)
 
 
 def frozen_activations(
@@ -113,7 +113,7 @@ def fit_cached(
     out_dir: Path,
     checkpoint: Checkpoint | None = None,
     **fit,
-) -> tuple[keras.callbacks.History, dict] | None:
+) -> keras.callbacks.History | None:
     """Train on the frozen layers' activations, computed once (fit_from_start's result); None when they would
     not fit in memory. The activations are recomputed on resume (the same, deterministically)."""
     bottom, top = split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)

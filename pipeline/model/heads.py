@@ -76,6 +76,9 @@ def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
         layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed))
     if cfg.zoom:
         layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed))
+    if cfg.color:  # on pixels in [0, 255], before MobileNet's scaling
+        layers.append(keras.layers.RandomBrightness(cfg.color, value_range=(0, 255), seed=seed))
+        layers.append(keras.layers.RandomContrast(cfg.color, value_range=(0, 255), seed=seed))
     return layers
 
 

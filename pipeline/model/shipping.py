@@ -1,10 +1,11 @@
-"""Which model the fine-tune stage ships: its start (the dense head on the frozen base), the fine-tuned model, or
-the mean of their probabilities, whichever has the lowest log loss on the validation images, scored through the
-same image path predict uses (so on what ships). The test split takes no part: it is scored once, by evaluate.
+"""Which model the fine-tune stage ships: its start (the dense head on the frozen base), the fine-tuned model, the
+midpoint of their weights (WiSE-FT, Wortsman et al. 2022) or the mean of their probabilities, whichever has the
+lowest log loss on the validation images, scored through the same image path predict uses (so on what ships). The
+test split takes no part: it is scored once, by evaluate.
 
-Both candidates exist once fine-tuning ends, so the choice costs two passes over the validation images. Far from
+Both ends exist once fine-tuning stops, so the choice costs three passes over the validation images. Far from
 ImageNet, fine-tuning can overfit a few hundred images per class in one epoch while the start generalises better;
-close to it, the two often err on different images and their mean beats both."""
+between the two, weights or probabilities, often beats both."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from sklearn.metrics import accuracy_score, log_loss
 from pipeline.model.heads import TUNED_NAME
 from pipeline.model.inference import image_probabilities
 
-# In order of cost: a tie goes to the earlier. "dense": fine-tuning's start, which scores as the dense head does.
-CANDIDATES = ("dense", "finetune", "average")
+# In order of cost (an average runs two networks): a tie goes to the earlier. "dense": fine-tuning's start, which
+# scores as the dense head does; "interpolated": the mean of the start's and the fine-tuned weights.
+CANDIDATES = ("dense", "finetune", "interpolated", "average")
 AVERAGE_LAYER = "candidates_mean"  # the averaging layer of a shipped "average" model
 
 
@@ -54,11 +56,17 @@ def candidate_probabilities(
     """Validation probabilities of each candidate; `model` holds the fine-tuned weights, `start` its weights before
     fine-tuning (left on `model` as they were found)."""
     tuned = model.get_weights()
-    fine = image_probabilities(model, paths, n_classes, size, tta_flip=False)
-    model.set_weights(start)
-    first = image_probabilities(model, paths, n_classes, size, tta_flip=False)
-    model.set_weights(tuned)
-    return {"dense": first, "finetune": fine, "average": (first + fine) / 2}
+    probs = {}
+    for name, weights in (("dense", start), ("interpolated", midpoint(start, tuned)), ("finetune", tuned)):
+        model.set_weights(weights)
+        probs[name] = image_probabilities(model, paths, n_classes, size, tta_flip=False)
+    probs["average"] = (probs["dense"] + probs["finetune"]) / 2
+    return {c: probs[c] for c in CANDIDATES}
+
+
+def midpoint(start: list[np.ndarray], tuned: list[np.ndarray]) -> list[np.ndarray]:
+    """WiSE-FT's weights at 0.5: the frozen layers' are equal in both, so only the trained ones move."""
+    return [(a + b) / 2 for a, b in zip(start, tuned)]
 
 
 def average_model(start: keras.Model, tuned: keras.Model) -> keras.Model:

@@ -88,18 +88,16 @@ def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
 
 
 class BestEpoch(keras.callbacks.EarlyStopping):
-    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given the
-    validation loss of the starting weights, they count as epoch 0: fine-tuning then never ends worse on
-    validation than the head it started from (best_epoch 0). Given a checkpoint's state, it goes on from there."""
+    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given a
+    checkpoint's state, it goes on from there. Fine-tuning's starting weights are not an epoch here: they are a
+    candidate of their own when the stage chooses what to ship (model/shipping.py)."""
 
-    def __init__(self, patience: int | None, start_loss: float | None = None, resume: Resume | None = None):
+    def __init__(self, patience: int | None, resume: Resume | None = None):
         super().__init__(monitor="val_loss", patience=patience or 10**9, restore_best_weights=True, verbose=0)
-        self.start_loss, self.resume = start_loss, resume
+        self.resume = resume
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.start_loss is not None:
-            self.best, self.best_weights, self.best_epoch = self.start_loss, self.model.get_weights(), -1
         if self.resume is not None:
             r = self.resume
             self.best, self.best_epoch, self.wait, self.best_weights = r.best, r.best_epoch, r.wait, r.best_weights
@@ -113,16 +111,14 @@ def fit_from_start(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint: Checkpoint | None = None,
     **fit,
-) -> tuple[keras.callbacks.History, dict]:
-    """model.fit keeping the epoch of lowest val_loss, the starting weights counting as epoch 0; `callbacks` run
-    after the best-epoch one (e.g. live logging). `data(first)`: the training batches of the epochs from `first`
-    (0-based) to the last, `fit["steps_per_epoch"]` per epoch. With a `checkpoint`, resumes from it when it is
-    of the same inputs and saves it after every epoch. Returns the (whole) history and, when no epoch beat the
-    start, the summary entries saying so (best_epoch 0)."""
+) -> keras.callbacks.History:
+    """model.fit keeping the epoch of lowest val_loss; `callbacks` run after the best-epoch one (e.g. live
+    logging). `data(first)`: the training batches of the epochs from `first` (0-based) to the last,
+    `fit["steps_per_epoch"]` per epoch. With a `checkpoint`, resumes from it when it is of the same inputs and
+    saves it after every epoch. Returns the (whole) history."""
     resume = checkpoint.load(model) if checkpoint else None
-    loss, accuracy = resume.start if resume else model.evaluate(val, verbose=0)
-    best = BestEpoch(patience, loss, resume)
-    saver = [checkpoint.saver(best, (loss, accuracy), resume)] if checkpoint else []
+    best = BestEpoch(patience, resume)
+    saver = [checkpoint.saver(best, resume)] if checkpoint else []
     first = resume.epoch if resume else 0
     if resume and resume.stopped:  # stopped early at its last epoch: only the best weights remain to restore
         fit["epochs"] = first
@@ -136,9 +132,7 @@ def fit_from_start(
     )
     if resume:
         history.history = {key: resume.history[key] + history.history.get(key, []) for key in resume.history}
-    if best.best_epoch >= 0:
-        return history, {}
-    return history, {"best_epoch": 0, "val_loss": round(float(loss), 6), "val_accuracy": round(float(accuracy), 6)}
+    return history
 
 
 def save_model(model: keras.Model, path: Path) -> None:

@@ -54,7 +54,8 @@ def champion_line(record: dict) -> str:
     if champion is None:
         return f"{model}@{CHAMPION}: none yet{moved}"
     return (
-        f"{model}@{CHAMPION} is version {champion['version']} ({champion['head']}), {served}@{CHAMPION} version "
+        f"{model}@{CHAMPION} is version {champion['version']} ({champion['shipped']}, validation log loss "
+        f"{champion['val_loss']:.4f}), {served}@{CHAMPION} version "
         f"{champion['served_version']}{moved}"
     )
 
@@ -79,7 +80,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
             if run_id:
                 orphan(run_id, data.execution(f"train_{head}"))
         log.info("this execution is logged already, as parent run %s: nothing new logged", logged["parent_run_id"])
-        return {**logged, **named, CHAMPION: register_champion(name, logged["model_versions"], metrics, workspace)}
+        return {**logged, **named, CHAMPION: register_champion(name, logged["model_versions"], workspace)}
     # The parent spans the stages' execution records, each child its training stage: the pipeline's real times.
     span = execution_span(data)
     client = mlflow.MlflowClient()
@@ -99,13 +100,13 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
             )
             terminate(child[0], stage_span(record))
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
-        champion = register_champion(name, versions, metrics, workspace)
+        champion = register_champion(name, versions, workspace)
         scores = {f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS}
         if champion:  # none: an experiment's execution before any in the workspace
             scores |= {"champion_test_accuracy": champion["test_accuracy"], "champion_version": champion["version"]}
         mlflow.log_metrics(scores)
         held = champion or {"head": None, "changed": False}
-        mlflow.set_tags({"champion.head": str(held["head"]), "champion.changed": str(held["changed"])})
+        mlflow.set_tags({f"champion.{k}": str(held.get(k)) for k in ("head", "shipped", "changed")})
         record = {
             "parent_run_id": parent.info.run_id,
             "child_run_ids": runs,

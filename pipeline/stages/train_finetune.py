@@ -24,7 +24,7 @@ from pipeline.model.devices import distribution
 from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.inputs import image_dataset
-from pipeline.model.shipping import Choice, average_model, candidate_probabilities, choose
+from pipeline.model.shipping import Choice, average_model, candidate_probabilities, choose, midpoint
 from pipeline.model.training import (
     TRAINING_OUTPUTS,
     class_weights,
@@ -75,15 +75,15 @@ def train_finetune(
         Checkpoint(checkpoint_dir, _fingerprint(manifest, dense_model, backbone, cfg)) if checkpoint_dir else None
     )
     fit = dict(epochs=cfg.epochs, class_weight=weights, verbose=2, callbacks=[live.callback()] if live else [])
-    result = (
+    history = (
         fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, checkpoint, **fit)
         if cacheable(cfg)
         else None
     )
-    if result is None:
+    if history is None:
         size, batch = backbone.image_size, cfg.batch_size
         y_train, y_val = (targets(y, n, cfg.label_smoothing) for y in (train[1], val[1]))
-        result = fit_from_start(
+        history = fit_from_start(
             model,
             lambda first: image_batches(train[0], y_train, size, batch, cfg.seed, range(first, cfg.epochs)),
             image_dataset(val[0], y_val, size, batch),
@@ -92,11 +92,10 @@ def train_finetune(
             steps_per_epoch=steps,
             **fit,
         )
-    history, start_won = result
     shipped, choice = _ship(model, start, dense_model, val, n, backbone, cfg)
     log.info("shipping %s: %s", choice.shipped, choice.why())
     chosen = {"shipped": choice.shipped, "candidates": choice.validation, **choice.validation[choice.shipped]}
-    summary = save_training(shipped, history, out_dir, classes, weights, {**start_won, **chosen})
+    summary = save_training(shipped, history, out_dir, classes, weights, chosen)
     if checkpoint:
         checkpoint.remove()
     return summary
@@ -111,13 +110,13 @@ def _ship(
     backbone: BackboneConfig,
     cfg: FinetuneConfig,
 ) -> tuple[keras.Model, Choice]:
-    """The candidate chosen on validation, as the image model to save: `model` with its start or fine-tuned
-    weights, or both averaged."""
+    """The candidate chosen on validation, as the image model to save: `model` with its start, fine-tuned or
+    midpoint weights, or the average of the start's and its probabilities."""
     choice = choose(val[1], candidate_probabilities(model, start, val[0], n, backbone.image_size))
     if choice.shipped == "finetune":
         return model, choice
-    if choice.shipped == "dense":
-        model.set_weights(start)
+    if choice.shipped in ("dense", "interpolated"):
+        model.set_weights(start if choice.shipped == "dense" else midpoint(start, model.get_weights()))
         return model, choice
     first = build_finetune_model(keras.models.load_model(dense_model, compile=False), backbone, cfg, name="start")
     first.set_weights(start)

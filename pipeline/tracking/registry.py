@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlflow
 
 from pipeline.config import Config
-from pipeline.layout import HEADS
+from pipeline.layout import HEADS, SHIPPING_HEAD
 from pipeline.tracking.lineage import EXECUTION_TAG
 from pipeline.tracking.owner import PARENT_TAG
 
@@ -15,7 +15,7 @@ SERVED_TAG = "served_version"  # on a head's version: its image model's version 
 
 
 def model_name(cfg: Config) -> str:
-    """One registered model per dataset: both heads are versions of it, so `champion` can pick either."""
+    """One registered model per dataset: both heads are versions of it, side by side; `champion` names a shipped one."""
     return f"{cfg.data.name}-classifier"
 
 
@@ -24,44 +24,56 @@ def served_name(name: str) -> str:
     return f"{name}-served"
 
 
-def pick_champion(accuracy: dict[str, float], current: float | None) -> str | None:
-    """The head to promote: this run's best by test accuracy (ties: the first of HEADS, the cheaper model),
-    only if it beats the current champion strictly (a tie keeps the champion: no churn)."""
-    best = max(accuracy, key=accuracy.__getitem__)
-    return best if current is None or accuracy[best] > current else None
+SHIPPED_TAG = "shipped"  # on the fine-tune stage's version: which candidate it ships (model/shipping.py)
+VAL_LOSS_TAG = "val_loss"  # on every version: the model's validation log loss, what the champion is chosen by
+DATA_TAG = "data.manifest_sha256"  # the split it was scored on: validation losses compare only on the same one
+
+
+def beats(new: dict[str, str], held: dict[str, str] | None) -> bool:
+    """Whether a shipped version (its tags) takes `champion` from the holder's: a lower validation log loss on the
+    same split, or any when the holder was scored on other data (or is none). A tie keeps it: no churn. The test
+    split chooses nothing: it is reported."""
+    if held is None or held.get(DATA_TAG) != new.get(DATA_TAG):
+        return True
+    return float(new[VAL_LOSS_TAG]) < float(held[VAL_LOSS_TAG])
 
 
 def _eligible(version) -> bool:
-    """A version the alias may name: it takes images and has its served image model (the tags say so; versions
-    logged before both heads took images, or aliased by hand, don't)."""
-    return {"test_accuracy", SERVED_TAG} <= set(version.tags)
+    """A version the alias may name: a shipped model (the fine-tune stage's, chosen on validation) with its served
+    image model (the tags say so; versions logged before, a dense head's, or aliased by hand, don't)."""
+    return {SHIPPED_TAG, VAL_LOSS_TAG, SERVED_TAG} <= set(version.tags)
 
 
 def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
-    """The best eligible version of `name` but the `new` ones by its test_accuracy tag, the earliest on a tie (the
-    one the strict rule kept); None when there is none."""
-    earlier = [
-        v
-        for v in client.search_model_versions(f"name = '{name}'")
-        if int(v.version) not in new.values() and _eligible(v)
-    ]
-    return max(earlier, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)), default=None)
+    """The eligible version of `name` but the `new` ones of the lowest validation loss on the newest one's data,
+    the earliest on a tie (the one the strict rule kept); None when there is none."""
+    earlier = sorted(
+        (v for v in client.search_model_versions(f"name = '{name}'") if int(v.version) not in new.values()),
+        key=lambda v: int(v.version),
+    )
+    earlier = [v for v in earlier if _eligible(v)]
+    latest = earlier[-1].tags.get(DATA_TAG) if earlier else None
+    same = [v for v in earlier if v.tags.get(DATA_TAG) == latest]
+    return min(same, key=lambda v: (float(v.tags[VAL_LOSS_TAG]), int(v.version)), default=None)
 
 
 def _described(version, changed: bool) -> dict:
     return {
         "version": int(version.version),
         "head": version.tags.get("head"),
+        "shipped": version.tags[SHIPPED_TAG],
+        "val_loss": float(version.tags[VAL_LOSS_TAG]),
         "test_accuracy": float(version.tags["test_accuracy"]),
         "served_version": int(version.tags[SERVED_TAG]),
         "changed": changed,
     }
 
 
-def register_champion(name: str, versions: dict[str, int], metrics: dict, workspace: bool) -> dict | None:
-    """Move `champion` to the better of the new versions if it beats the one holding it, on `name` and on its
-    served image model alike. An execution outside the workspace (`workspace` False: an experiment, applied or
-    not) moves nothing: what users serve changes only with what the project holds. The champion, None if none."""
+def register_champion(name: str, versions: dict[str, int], workspace: bool) -> dict | None:
+    """Move `champion` to this execution's shipped model (the fine-tune stage's version) if it beats the one
+    holding it on validation, on `name` and on its served image model alike. An execution outside the workspace
+    (`workspace` False: an experiment, applied or not) moves nothing: what users serve changes only with what the
+    project holds. The champion, None if none."""
     client = mlflow.MlflowClient()
     held_by = client.get_registered_model(name).aliases.get(CHAMPION)  # missing-alias errors differ by store
     if not workspace:
@@ -70,14 +82,14 @@ def register_champion(name: str, versions: dict[str, int], metrics: dict, worksp
     # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
     # and the best one left holds it again.
     current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
-    eligible = current is not None and _eligible(current)  # an ineligible champion counts as beaten
-    accuracy = {head: float(metrics[head]["accuracy"]) for head in versions}
-    head = pick_champion(accuracy, float(current.tags["test_accuracy"]) if eligible else None)
-    chosen = current if head is None else client.get_model_version(name, str(versions[head]))
+    held = current.tags if current is not None and _eligible(current) else None  # an ineligible one is beaten
+    shipped = client.get_model_version(name, str(versions[SHIPPING_HEAD]))
+    moved = beats(shipped.tags, held)
+    chosen = shipped if moved else current
     # Both set every time (idempotent): a served alias missing beside the champion's comes back too.
     client.set_registered_model_alias(name, CHAMPION, chosen.version)
     client.set_registered_model_alias(served_name(name), CHAMPION, chosen.tags[SERVED_TAG])
-    return _described(chosen, changed=head is not None)
+    return _described(chosen, changed=moved)
 
 
 def logged_execution(experiment_id: str, execution: str, name: str) -> dict | None:

@@ -37,7 +37,8 @@ def provenance_rows(record: dict, tags: dict[str, str], ended_ms: int | None) ->
         held = f"{alias}: none yet"
     else:
         kept = "moved here" if champion["changed"] else "kept"
-        held = f"{alias}: version {champion['version']} ({escape(str(champion['head']))} head; {kept})"
+        what = f"ships {escape(str(champion.get('shipped')))}, validation log loss {champion.get('val_loss')}"
+        held = f"{alias}: version {champion['version']} ({what}; {kept})"
     if not record["workspace"]:
         held += " (an execution outside the workspace moves no alias)"
     rows = [

@@ -21,7 +21,7 @@ from pipeline.model.inputs import load_image
 from pipeline.tracking.lineage import pip_requirements
 from pipeline.tracking.owner import Run
 from pipeline.tracking.records import timing_metrics
-from pipeline.tracking.registry import SERVED_TAG, model_name, served_name
+from pipeline.tracking.registry import DATA_TAG, SERVED_TAG, SHIPPED_TAG, VAL_LOSS_TAG, model_name, served_name
 from pipeline.tracking.served import image_model, log_pyfunc_model
 
 
@@ -32,7 +32,7 @@ def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, ob
     archive_sha = read_json(download_info).get("sha256")  # absent when data.url is a folder
     if archive_sha:
         params["data.archive_sha256"] = archive_sha
-    params["data.manifest_sha256"] = sha256_file(manifest)
+    params[DATA_TAG] = sha256_file(manifest)
     return params
 
 
@@ -125,9 +125,12 @@ def log_head(
         # can't leave a version without them.
         version_tags = {
             "head": head,
-            "test_accuracy": str(float(test["accuracy"])),
-            "data.manifest_sha256": str(params["data.manifest_sha256"]),
+            VAL_LOSS_TAG: str(summary["val_loss"]),
+            "test_accuracy": str(float(test["accuracy"])),  # reported: it chooses nothing
+            DATA_TAG: str(params[DATA_TAG]),
         }
+        if SHIPPED_TAG in summary:  # the fine-tune stage's choice on validation
+            version_tags[SHIPPED_TAG] = str(summary[SHIPPED_TAG])
         # The image-file model that `mlflow models serve` answers requests with, first: the head's version names it.
         served = log_pyfunc_model(
             model_dir,

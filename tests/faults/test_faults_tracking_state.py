@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.files import read_json
+from pipeline.files import read_json, sha256_file
 from pipeline.layout import DatasetLayout
 from pipeline.tracking.lineage import EXECUTION_TAG
 from pipeline.tracking.owner import (
@@ -30,7 +30,7 @@ from pipeline.tracking.owner import (
     owner_of,
     started,
 )
-from pipeline.tracking.registry import SERVED_TAG, served_name
+from pipeline.tracking.registry import DATA_TAG, SERVED_TAG, VAL_LOSS_TAG, served_name
 from tests.helpers.params import deep_merge, write_params
 from tests.helpers.pipeline import stage_command
 from tests.helpers.processes import env, kill_when, start, stop
@@ -101,13 +101,13 @@ def _leftover(client: MlflowClient, experiment: str, owner: str | None, beat: in
     return client.create_run(experiment, tags=tags).info.run_id
 
 
-def _register(client: MlflowClient, name: str, run_id: str, accuracy: str) -> str:
-    """A version of `name` registered by `run_id` beside its served version, with the tags the track stage gives."""
+def _register(client: MlflowClient, name: str, run_id: str, val_loss: str, data: str = "") -> str:
     for model in {name, served_name(name)} - {m.name for m in client.search_registered_models()}:
         client.create_registered_model(model)
     served = client.create_model_version(served_name(name), f"runs:/{run_id}/served", run_id)
-    tags = {"head": "dense", "test_accuracy": accuracy, SERVED_TAG: served.version}
-    return client.create_model_version(name, f"runs:/{run_id}/dense", run_id, tags=tags).version
+    tags = {"head": "finetune", "shipped": "dense", VAL_LOSS_TAG: val_loss, DATA_TAG: data, "test_accuracy": "1"}
+    tags[SERVED_TAG] = served.version  # a shipped version beside its served one, tagged as the track stage does
+    return client.create_model_version(name, f"runs:/{run_id}/finetune", run_id, tags=tags).version
 
 
 def test_a_training_stage_killed_mid_logging_is_ended_by_its_rerun(tiny_project, tmp_path, server):
@@ -195,12 +195,12 @@ def test_only_runs_whose_process_is_gone_are_ended(tiny_project, tmp_path, serve
     experiment = client.create_experiment(name)
     model = f"{name}-classifier"
     stale, fresh = now_ms() - int(LEASE_S * 1000) - 1, now_ms()
-    # The best version so far, of an earlier execution; the champion alias is on a dead track's version.
-    earlier = client.create_run(experiment).info.run_id
-    best = _register(client, model, earlier, "1.0")
+    # The best version so far (on the same validation split), of an earlier execution; the alias on a dead track's.
+    earlier, split = client.create_run(experiment).info.run_id, sha256_file(tiny_project.data.manifest)
+    best = _register(client, model, earlier, "0.0", split)
     client.set_terminated(earlier)
     dead = _leftover(client, experiment, _dead_owner(), fresh)
-    client.set_registered_model_alias(model, "champion", _register(client, model, dead, "1.0"))
+    client.set_registered_model_alias(model, "champion", _register(client, model, dead, "0.0", split))
     sleeper = subprocess.Popen(["sleep", "600"])
     try:
         alive = _leftover(client, experiment, owner_of(sleeper.pid), stale)  # no heartbeat needed: its pid runs

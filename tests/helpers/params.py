@@ -47,7 +47,7 @@ TINY = {
         "patience": 2,
         "batch_size": 8,
         "seed": 1,
-        "augment": {"flip": True, "rotation": 0.05, "zoom": 0.1},
+        "augment": {"flip": True, "rotation": 0.05, "zoom": 0.1, "color": 0.0},
     },
     "evaluate": {"tta_flip": True},
 }

@@ -1,10 +1,10 @@
 """What users serve (#27), through the track stage's CLI as dvc.yaml runs it, against a real `mlflow server`:
-`champion` names an image model whichever head wins, on `<name>-classifier` and on its served image-file model
-(which README serves by alias); an execution in a DVC experiment's copy of the project moves no alias however it
-scores; the same outputs tracked again register nothing twice; run names say what tells executions apart.
+`champion` names the shipped image model (the fine-tune stage's, whichever candidate it chose on validation), on
+`<name>-classifier` and on its served image-file model (which README serves by alias); an execution in a DVC
+experiment's copy of the project moves no alias however it scores; the same outputs tracked again register nothing
+twice; run names say what tells executions apart.
 
-The heads' scores come from metrics.json, set here: a tie (which the dense head wins) in the workspace, better
-scores in the experiment."""
+The scores are set here (metrics.json, the shipped model's validation loss): better ones in the experiment."""
 
 import shutil
 import subprocess
@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.files import read_json, write_json
-from pipeline.layout import METRIC_NAMES, DatasetLayout
+from pipeline.layout import METRIC_NAMES, SUMMARY_FILE, DatasetLayout
 from pipeline.predict import from_model_dir
 from tests.helpers.params import deep_merge, write_params
 from tests.helpers.pipeline import stage_command
@@ -37,10 +37,13 @@ def server(tmp_path_factory):
 
 
 def _scored(root: Path, name: str, score: float) -> DatasetLayout:
-    """`root`'s dataset with both heads scoring `score` on every test metric."""
+    """`root`'s dataset with both heads scoring `score` on every test metric, the shipped model 1 - `score` as its
+    validation loss."""
     data = DatasetLayout.of(name, root)
     metrics = read_json(data.metrics)
     write_json(data.metrics, {head: {**m, **dict.fromkeys(METRIC_NAMES, score)} for head, m in metrics.items()})
+    shipped = data.model_dir("finetune") / SUMMARY_FILE
+    write_json(shipped, {**read_json(shipped), "val_loss": 1 - score})
     return data
 
 
@@ -78,11 +81,12 @@ def _aliased(client: MlflowClient, name: str) -> int:
     return int(client.get_model_version_by_alias(name, "champion").version)
 
 
-def test_champion_takes_images_whichever_head_wins(tiny_project, server, workspace):
+def test_champion_is_the_shipped_image_model(tiny_project, server, workspace):
     _, data, record = workspace
     client, name = MlflowClient(server), record["registered_model"]
     champion = record["champion"]
-    assert champion["head"] == "dense" and champion["changed"]  # the tie goes to the dense head
+    shipped = read_json(data.model_dir("finetune") / SUMMARY_FILE)["shipped"]
+    assert champion["head"] == "finetune" and champion["shipped"] == shipped and champion["changed"]
     mlflow.set_tracking_uri(server)
     # Any MLflow client: the Keras model takes RGB pixels, the served model image files.
     keras_model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -91,12 +95,12 @@ def test_champion_takes_images_whichever_head_wins(tiny_project, server, workspa
     pixels = np.asarray(keras_model.predict(np.full((1, size, size, 3), 128, np.float32)))
     assert pixels.shape == (1, 1) and 0 <= pixels[0, 0] <= 1
     image = sorted(tiny_project.data.raw.rglob("*.jpg"))[0]
-    (want,) = from_model_dir(data.model_dir("dense"), tiny_project.cfg).predict_files([("x", image)])
+    (want,) = from_model_dir(data.model_dir("finetune"), tiny_project.cfg).predict_files([("x", image)])
     served = mlflow.pyfunc.load_model(f"models:/{name}-served@champion")
     (answer,) = served.predict(pd.DataFrame({"image": [image.read_bytes()]})).to_dict("records")
     assert answer["class"] == want.label and answer["probability"] == pytest.approx(want.probability, abs=1e-5)
-    assert _aliased(client, name) == champion["version"] == record["model_versions"]["dense"]
-    assert _aliased(client, f"{name}-served") == champion["served_version"] == record["served_versions"]["dense"]
+    assert _aliased(client, name) == champion["version"] == record["model_versions"]["finetune"]
+    assert _aliased(client, f"{name}-served") == champion["served_version"] == record["served_versions"]["finetune"]
 
 
 def test_an_experiment_moves_no_alias_however_it_scores(server, workspace, experiment):
@@ -104,7 +108,7 @@ def test_an_experiment_moves_no_alias_however_it_scores(server, workspace, exper
     client, name = MlflowClient(server), record["registered_model"]
     served = f"{name}-served"
     assert _aliased(client, name) == record["champion"]["version"]
-    assert _aliased(client, served) == record["served_versions"]["dense"]
+    assert _aliased(client, served) == record["served_versions"]["finetune"]
     latest = max(int(v.version) for v in client.search_model_versions(f"name = '{served}'"))
     assert latest == experiment["served_versions"]["finetune"]  # what `…-served/latest` would have served
     (command,) = readme_commands("mlflow models serve")

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from pipeline.config import parse_config
 from pipeline.files import read_json, sha256_file
-from pipeline.layout import DatasetLayout
+from pipeline.layout import SUMMARY_FILE, DatasetLayout
 from pipeline.stages.track import track
 from pipeline.tracking.lineage import lock_tags
 from pipeline.tracking.served import image_model
@@ -80,7 +80,7 @@ def test_the_parent_runs_report_names_when_what_and_where_the_dvc_output_unchang
     for run_id in runs:
         assert f'href="{mlflow_server}/#/experiments/{first["experiment_id"]}/runs/{run_id}"' in html
     assert tiny_project.commit in html and "dusty-mast" in html and " UTC</td>" in html
-    assert f"version {first['champion']['version']} ({first['champion']['head']} head" in html
+    assert f"version {first['champion']['version']} (ships {first['champion']['shipped']}, validation" in html
     assert "commit and time: the MLflow run" not in html  # the note the copy fills in
     assert tiny_project.data.report.read_bytes() == before and b"dusty-mast" not in before
 
@@ -158,9 +158,10 @@ def test_models_are_registered_and_the_champion_loads_and_predicts(tiny_project,
         accuracy[head] = float(mv.tags["test_accuracy"])
         reqs = mlflow.pyfunc.get_model_dependencies(f"models:/{name}/{version}")
         assert {"keras", "numpy", "h5py"} <= {line.split("==")[0] for line in Path(reqs).read_text().split()}
-    champion = first["champion"]
-    assert champion["changed"] and champion["test_accuracy"] == max(accuracy.values())
-    assert champion["version"] == first["model_versions"][champion["head"]]
+    champion, shipped = first["champion"], read_json(d.model_dir("finetune") / SUMMARY_FILE)
+    assert champion["changed"] and champion["head"] == "finetune" and champion["shipped"] == shipped["shipped"]
+    assert champion["version"] == first["model_versions"]["finetune"]  # chosen on validation, whatever the test says
+    assert champion["test_accuracy"] == accuracy["finetune"] and champion["val_loss"] == shipped["val_loss"]
     uri = f"models:/{name}@champion"
     local = mlflow.artifacts.download_artifacts(uri)
     example = mlflow.models.Model.load(local).load_input_example(local)
@@ -189,10 +190,11 @@ def test_a_head_only_change_gets_new_runs_and_the_champion_stays_the_best(
     client = MlflowClient(mlflow_server)
     new = client.get_run(second["child_run_ids"]["finetune"]).data.params
     assert new["finetune.learning_rate"] == "0.0003" and new["dense.units"] == str(params["dense"]["units"])
-    # Whatever the tiny models scored: the champion is the best version so far, the earliest on ties.
-    versions = client.search_model_versions(f"name = '{first['registered_model']}'")
-    best = max(float(v.tags["test_accuracy"]) for v in versions)
-    earliest_best = min(int(v.version) for v in versions if float(v.tags["test_accuracy"]) == best)
+    # Whatever the tiny models scored: the champion is the shipped version of lowest validation loss so far (the
+    # same split), the earliest on ties; the test accuracy plays no part.
+    versions = [v for v in client.search_model_versions(f"name = '{first['registered_model']}'") if "shipped" in v.tags]
+    best = min(float(v.tags["val_loss"]) for v in versions)
+    earliest_best = min(int(v.version) for v in versions if float(v.tags["val_loss"]) == best)
     assert int(client.get_model_version_by_alias(first["registered_model"], "champion").version) == earliest_best
     assert second["champion"]["version"] == earliest_best
     assert second["champion"]["changed"] == (earliest_best != first["champion"]["version"])

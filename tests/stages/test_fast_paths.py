@@ -70,7 +70,8 @@ def test_dense_flip_trains_on_the_mirrored_features_too(tiny, tmp_path, caplog):
 def test_finetune_without_augmentation_trains_on_cached_activations_and_saves_those_weights(tiny, caplog):
     tmp, cfg = tiny
     train_dense(tmp / "features", tmp / "dense", cfg.dense)
-    no_aug = FinetuneConfig(**{**cfg.finetune.model_dump(), "augment": {"flip": False, "rotation": 0, "zoom": 0}})
+    still = {"flip": False, "rotation": 0, "zoom": 0, "color": 0.0}
+    no_aug = FinetuneConfig(**{**cfg.finetune.model_dump(), "augment": still})
     with caplog.at_level("INFO", logger="pipeline"):
         summary = train_finetune(
             tmp / "prepared" / "manifest.csv", tmp / "dense" / "model.keras", tmp / "ft", cfg.backbone, no_aug

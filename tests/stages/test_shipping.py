@@ -20,10 +20,11 @@ def test_the_lowest_validation_log_loss_ships_and_a_tie_goes_to_the_cheaper():
     y = np.array([0, 1, 1, 0])
     sure = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.8, 0.2]])
     unsure = np.full((4, 2), 0.5)
-    assert choose(y, {"dense": unsure, "finetune": sure, "average": (sure + unsure) / 2}).shipped == "finetune"
-    assert choose(y, {"dense": sure, "finetune": sure, "average": sure}).shipped == "dense"
-    mean = choose(y, {"dense": unsure, "finetune": sure, "average": sure.copy()})
-    assert mean.shipped == "finetune"  # as good as the average: the cheaper of the two
+    half = (sure + unsure) / 2
+    assert choose(y, {"dense": unsure, "finetune": sure, "interpolated": half, "average": half}).shipped == "finetune"
+    assert choose(y, dict.fromkeys(CANDIDATES, sure)).shipped == "dense"
+    mean = choose(y, {"dense": unsure, "finetune": half, "interpolated": sure, "average": sure.copy()})
+    assert mean.shipped == "interpolated"  # as good as the average: the cheaper of the two
     assert set(mean.validation) == set(CANDIDATES) and "finetune 0." in mean.why()
 
 

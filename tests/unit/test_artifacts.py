@@ -10,7 +10,7 @@ RECORD = {
     "parent_run_id": "p",
     "child_run_ids": {"dense": "d", "finetune": "f"},
     "registered_model": "cats-classifier",
-    "champion": {"version": 2, "head": "finetune"},
+    "champion": {"version": 2, "head": "finetune", "shipped": "average"},
 }
 
 
@@ -33,7 +33,7 @@ def test_pipeline_markdown_has_outcomes_metrics_and_runs():
     assert "| evaluate | restored from DVC's run-cache |  |" in text  # no time known: blank, not "None"
     assert "| dense | 0.9877 |" in text  # 4 significant digits; absent metrics stay empty
     assert "[p](http://mlflow:5000/#/experiments/3/runs/p)" in text
-    assert "`cats-classifier@champion`: version 2 (finetune head)" in text
+    assert "`cats-classifier@champion`: version 2 (ships average, chosen on validation)" in text
 
 
 def test_experiment_runs_name_their_overrides():

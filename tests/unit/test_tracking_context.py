@@ -1,4 +1,4 @@
-"""Track stage without a pipeline run: where runs go, DVC tags, champion choice, the params it depends on."""
+"""Track stage without a pipeline run: where runs go, DVC tags, champion rule, the params it depends on."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import yaml
 
 from pipeline.config import SOURCE_KEYS, Config, DataConfig
 from pipeline.tracking.lineage import lock_tags
-from pipeline.tracking.registry import pick_champion
+from pipeline.tracking.registry import DATA_TAG, VAL_LOSS_TAG, beats
 from pipeline.tracking.store import artifact_location, tracking_uri
 from tests.helpers import REPO
 from tests.helpers.project import lock_of
@@ -38,18 +38,22 @@ def test_lock_tags_hash_each_stage_entry_except_the_running_one(tmp_path, monkey
     assert lock_tags(tmp_path / "missing.lock", "cats") == {}
 
 
+def _tags(val_loss: str, data: str = "a") -> dict[str, str]:
+    return {VAL_LOSS_TAG: val_loss, DATA_TAG: data}
+
+
 @pytest.mark.parametrize(
-    "accuracy, current, promoted",
+    "new, held, moves",
     [
-        ({"dense": 0.8, "finetune": 0.9}, None, "finetune"),
-        ({"dense": 0.9, "finetune": 0.9}, None, "dense"),  # tie within a run: the cheaper model
-        ({"dense": 0.8, "finetune": 0.9}, 0.85, "finetune"),
-        ({"dense": 0.8, "finetune": 0.9}, 0.9, None),  # tie with the champion: it stays
-        ({"dense": 0.8, "finetune": 0.7}, 0.95, None),
+        (_tags("0.2"), None, True),  # no champion yet
+        (_tags("0.2"), _tags("0.3"), True),
+        (_tags("0.3"), _tags("0.3"), False),  # a tie keeps the champion: no churn
+        (_tags("0.4"), _tags("0.3"), False),
+        (_tags("0.4"), _tags("0.3", "other split"), True),  # losses on other data don't compare: the new one
     ],
 )
-def test_pick_champion(accuracy, current, promoted):
-    assert pick_champion(accuracy, current) == promoted
+def test_the_champion_moves_on_a_lower_validation_loss_of_the_same_split(new, held, moves):
+    assert beats(new, held) == moves
 
 
 def test_track_stage_depends_on_every_params_section():
