@@ -36,6 +36,7 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
         experiment = f"{prefix}-{i}"
         stages = run_experiment(experiment, overrides, [stage_id("train_dense", name)], root, lock_timeout_s)
         summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
+        assert summary is not None, f"experiment {experiment} has no dense summary"  # its train_dense just ran
         extract = stages.get(stage_id("extract", name), {}).get("outcome")
         rows.append({"overrides": overrides, "experiment": experiment, "summary": summary, "extract": extract})
         log.info(

@@ -129,6 +129,7 @@ def _run_once(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     ) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:  # streamed, so a long stage shows progress in the flow run's logs
             if line := line.rstrip():
                 lines.append((time.monotonic(), line))

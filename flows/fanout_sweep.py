@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
@@ -34,14 +34,15 @@ from pipeline.config import ConfigError
 TRIAL_DEPLOYMENT = "sweep-trial/checkout"  # prefect.yaml
 
 
-def wait_all(runs: list[FlowRun], poll_s: float) -> list[FlowRun]:
-    """The flow runs, re-read until every one is in a final state (completed, failed, crashed, cancelled)."""
+def wait_all(runs: list[FlowRun], poll_s: float) -> list[tuple[FlowRun, State]]:
+    """The flow runs, re-read until every one is in a final state (completed, failed, crashed, cancelled), each
+    with that state."""
     ids = [run.id for run in runs]
     with get_client(sync_client=True) as client:
         while True:
             runs = [client.read_flow_run(i) for i in ids]
-            if all(run.state and run.state.is_final() for run in runs):
-                return runs
+            if len(done := [(run, run.state) for run in runs if run.state and run.state.is_final()]) == len(ids):
+                return done
             time.sleep(poll_s)
 
 
@@ -59,17 +60,18 @@ def fanout_sweep(grid: dict[str, list[Any]], deployment: str = TRIAL_DEPLOYMENT,
     parent = sweep_tracking(["parent", "--tracking-uri", uri, "--experiment", name, "--run-name", prefix, *tags], root)
     log.info("MLflow parent run %s; %d trials of %s", parent["run_id"], len(settings), deployment)
     common = {"parent_run_id": parent["run_id"], "tracking_uri": uri}
-    submitted = [
-        run_deployment(
+    submitted = []
+    for i, s in enumerate(settings, 1):
+        run = run_deployment(
             deployment,
             parameters={"overrides": s, "setting": f"{prefix}-{i}", **common},
             flow_run_name=f"{prefix}-{i}",
             timeout=0,  # submit and return: the trials run at once, as many as the pool has free workers
         )
-        for i, s in enumerate(settings, 1)
-    ]
+        assert isinstance(run, FlowRun)  # not a coroutine: this flow is sync, so async_dispatch ran the sync path
+        submitted.append(run)
     runs = wait_all(submitted, poll_s)
-    failed = [f"{run.name} ({run.state.name})" for run in runs if not run.state.is_completed()]
+    failed = [f"{run.name} ({state.name})" for run, state in runs if not state.is_completed()]
     closed = sweep_tracking(
         ["close", "--tracking-uri", uri, "--parent", parent["run_id"], "--status", "FAILED" if failed else "FINISHED"],
         root,
@@ -81,10 +83,10 @@ def fanout_sweep(grid: dict[str, list[Any]], deployment: str = TRIAL_DEPLOYMENT,
             "overrides": s,
             "flow_run_id": str(run.id),
             # a trial that completed saved the DVC experiment of its name on the git remote
-            "experiment": f"{prefix}-{i}" if run.state.is_completed() else None,
+            "experiment": f"{prefix}-{i}" if state.is_completed() else None,
             **by_name.get(f"{prefix}-{i}", {}),
         }
-        for i, (s, run) in enumerate(zip(settings, runs), 1)
+        for i, (s, (run, state)) in enumerate(zip(settings, runs), 1)
     ]
     rows.sort(key=lambda r: r.get("metrics", {}).get("val_loss", float("inf")))
     create_markdown_artifact(

@@ -40,10 +40,11 @@ def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
         _set_all(params, overrides)
 
 
-def _effective(root: Path, overrides: dict[str, Any]) -> tuple[dict, str]:
+def _effective(root: Path, overrides: dict[str, Any]) -> tuple[object, str]:
     path = root / PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
-    return apply_overrides(load_params(path), overrides), source
+    params = load_params(path)  # not a mapping (an empty file): parse_config's ConfigError says so
+    return (apply_overrides(params, overrides) if isinstance(params, dict) else params), source
 
 
 def effective_config(root: Path, overrides: dict[str, Any]) -> Config:

@@ -123,7 +123,9 @@ def run_experiment(
     log = get_run_logger()
     args = ["exp", "run", "--temp", "--name", name, *set_args(overrides), *targets]
     result = run_dvc(args, root, log, lock_timeout_s, env=_env())
-    stages = {s: {"outcome": o, "seconds": result.stage_seconds.get(s)} for s, o in result.outcomes.items()}
+    stages: dict[str, dict] = {
+        s: {"outcome": o, "seconds": result.stage_seconds.get(s)} for s, o in result.outcomes.items()
+    }
     for stage, r in stages.items():
         log.info("experiment %s, stage %s: %s (about %s s)", name, stage, OUTCOME_TEXT.get(r["outcome"]), r["seconds"])
     return stages

@@ -47,9 +47,10 @@ def output(kind: Kind) -> Callable[[str], Path]:
 def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
     """Run a command's main(): bad params (ConfigError) and the `expected` input errors print their message and
     exit with status 2, without a traceback; anything else is a bug and keeps its traceback."""
+    errors: tuple[type[Exception], ...] = (ConfigError, OutputPathError, *expected)
     try:
         main()
-    except (ConfigError, OutputPathError, *expected) as err:  # OutputPathError: an output path that is taken
+    except errors as err:  # OutputPathError: an output path that is taken
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except (FileNotFoundError, NotADirectoryError) as err:  # an input path that is not there, or not a folder

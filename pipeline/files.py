@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("pipeline")
 
@@ -143,14 +144,11 @@ def _owns(kind: Kind, path: Path) -> bool:
 
 def claim_folder(folder: Path | str, kind: Kind) -> Path:
     """`folder` (new, empty or already its) made `kind.writer`'s: one written into, not replaced (a cache)."""
+    assert kind.writer, "claim_folder takes a folder_of(writer) kind"
     folder = check_output(folder, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    _mark(folder, kind.writer)
+    (folder / MARKER).write_text(kind.writer + "\n")
     return folder
-
-
-def _mark(folder: Path, writer: str) -> None:
-    (folder / MARKER).write_text(writer + "\n")
 
 
 def _marker(folder: Path) -> str | None:
@@ -199,16 +197,14 @@ def scratch_dir(target: Path | str) -> Iterator[Path]:
 def atomic_path(target: Path | str, kind: Kind) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; rename it onto `target` only if the block succeeds, and only over
     nothing or what a write of `kind` left there (check_output, before the block's work and again after it).
-
     A killed process leaves at worst a `.tmp-*` sibling (removed by the next write of `target`), never a
-    half-written `target`. A folder output (`kind.writer`) gets the MARKER naming its writer.
-    """
+    half-written `target`. A folder output (`kind.writer`) gets the MARKER naming its writer."""
     target = check_output(target, kind)  # before the work: a wrong path is reported without waiting for it
     with scratch_dir(target) as scratch:
         tmp = scratch / target.name
         yield tmp
         if kind.writer and tmp.is_dir():
-            _mark(tmp, kind.writer)
+            (tmp / MARKER).write_text(kind.writer + "\n")
         check_output(target, kind)
         if target.is_dir() and not target.is_symlink():
             os.replace(target, scratch / ".old")  # a rename, not rmtree: never a half-deleted target
@@ -224,8 +220,11 @@ def write_json(path: Path | str, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", JSON)
 
 
-def read_json(path: Path | str) -> object:
-    return json.loads(Path(path).read_text())
+def read_json(path: Path | str) -> dict[str, Any]:
+    """Every JSON file this pipeline reads holds an object; its values stay Any, as each file's writer sets them."""
+    if isinstance(obj := json.loads(Path(path).read_text()), dict):
+        return obj
+    raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object")
 
 
 def sha256_json(obj: object) -> str:

@@ -13,7 +13,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -102,8 +104,8 @@ def verify_archive(path: Path, cfg: DataConfig) -> str:
                 for member in tf:
                     declared += member.size
                     _refuse_expansion(path, declared, limit)  # headers come one by one: stop at the first too many
-                    if member.isfile():
-                        with tf.extractfile(member) as f:
+                    if member.isfile() and (f := tf.extractfile(member)) is not None:  # None only for a non-file
+                        with f:
                             while f.read(1 << 20):
                                 pass
         else:
@@ -129,6 +131,8 @@ def extract_archive(archive: Path, dest: Path, cfg: DataConfig) -> None:
     """Extract into `dest` plain files and folders only (no links, nothing outside `dest`), stopping as soon as
     more bytes come out than the expansion limit allows, whatever the headers declared."""
     limit, written = _expansion_limit(cfg, archive.stat().st_size), 0
+    members: list[tuple[str, bool, Any, str]]  # (name, is a folder, the ZipInfo or TarInfo, why it is refused)
+    opener: Callable[[Any], IO[bytes] | None]  # the tar's: None for what is not a plain file (refused above)
     with contextlib.ExitStack() as stack, _archive_errors(archive):
         if zipfile.is_zipfile(archive):
             zf = stack.enter_context(zipfile.ZipFile(archive))
@@ -149,7 +153,9 @@ def extract_archive(archive: Path, dest: Path, cfg: DataConfig) -> None:
             (target if is_dir else target.parent).mkdir(parents=True, exist_ok=True)
             if is_dir:
                 continue
-            with opener(member) as src, open(target, "wb") as out:
+            src = opener(member)
+            assert src is not None  # a plain file (`odd` refused the rest)
+            with src, open(target, "wb") as out:
                 while block := src.read(1 << 20):
                     written += len(block)
                     _refuse_expansion(archive, written, limit, "would write at least")  # lying headers
@@ -213,6 +219,6 @@ def source_fingerprint(url: str) -> dict:
     """`url`'s data, the same for the same content: a local archive's or folder's (local_fingerprint), else the URL
     itself."""
     local = resolve_source(url)[1]  # refuses what no download may read (a device, a mirror's parent)
-    if urllib.parse.urlparse(url).scheme not in ("", "file"):
+    if local is None or urllib.parse.urlparse(url).scheme not in ("", "file"):  # None: a remote URL
         return {"kind": "url", "url": url}
     return local_fingerprint(url, local)

@@ -60,7 +60,7 @@ class Usable:
 class Scan:
     images: list[Found]
     rejected: list[tuple[Path, str]]  # (file, reason) for files that are no image of any class
-    class_files: Counter  # image files per class folder (0: an empty class folder)
+    class_files: Counter[str]  # image files per class folder (0: an empty class folder)
     layout_notes: list[str]  # what was assumed where the folder names are ambiguous
 
 
@@ -81,7 +81,9 @@ def scan(root: Path) -> Scan:
     """Every file under the class folders of `root`, as an image of its class or a rejection with its reason."""
     split_dirs, notes = _split_dirs(root)
     tops = [(d, s) for s, d in split_dirs.items()] if split_dirs else [(root, None)]
-    found, rejected, classes = [], [], Counter()
+    found: list[Found] = []
+    rejected: list[tuple[Path, str]] = []
+    classes: Counter[str] = Counter()
     for top, split in tops:
         for f in sorted(top.iterdir()):
             if f.is_file():

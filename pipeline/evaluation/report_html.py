@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
 from pipeline.config import Config
@@ -29,7 +30,7 @@ def cell(value: object, key: str = "") -> str:
     return "" if value is None else escape(str(value))
 
 
-def table(header: list[str], rows: list[list[object]]) -> str:
+def table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
     """Each cell rounded by its column's name (PERCENT, DECIMALS)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v, k)}</td>" for k, v in zip(header, row)) + "</tr>" for row in rows)

@@ -42,8 +42,8 @@ class Predictor:
     def predict_files(self, items: list[Prediction | tuple[str, Path]]) -> list[Prediction]:
         """One Prediction per (source, file), in order; a file that doesn't decode gets its `error`. Items that
         already are (error) Predictions pass through, so callers report every input in place."""
-        out: list[Prediction | None] = [x if isinstance(x, Prediction) else None for x in items]
-        readable: list[tuple[int, str]] = []
+        found: dict[int, Prediction] = {}  # item index -> its Prediction
+        readable: list[tuple[int, str, str]] = []  # (item index, source, the file to read)
         with tempfile.TemporaryDirectory() as tmp:
             for i, item in enumerate(items):
                 if isinstance(item, Prediction):
@@ -52,18 +52,18 @@ class Predictor:
                 converted = Path(tmp) / f"{i}.png"
                 checked = check_image(path, converted, self.max_megapixels)
                 if checked.reason:
-                    out[i] = Prediction(source, error=checked.reason)
+                    found[i] = Prediction(source, error=checked.reason)
                 else:
-                    readable.append((i, str(converted if checked.converted else path)))
+                    readable.append((i, source, str(converted if checked.converted else path)))
             if readable:
-                paths = [p for _, p in readable]
+                paths = [p for _, _, p in readable]
                 probs = image_probabilities(self.model, paths, len(self.classes), self.image_size, self.tta_flip)
-                for (i, _), p in zip(readable, probs):
+                for (i, source, _), p in zip(readable, probs):
                     k = int(p.argmax())
-                    out[i] = Prediction(
-                        items[i][0], self.classes[k], float(p[k]), {c: float(v) for c, v in zip(self.classes, p)}
+                    found[i] = Prediction(
+                        source, self.classes[k], float(p[k]), {c: float(v) for c, v in zip(self.classes, p)}
                     )
-        return out
+        return [x if isinstance(x, Prediction) else found[i] for i, x in enumerate(items)]
 
 
 def predictor_for(model: keras.Model, classes: list[str], backbone: BackboneConfig, tta_flip: bool) -> Predictor:

@@ -127,6 +127,7 @@ def _summary(
     rows: list[Row], classes: list[str], class_files: Counter, quarantine: list[tuple[str, str]], n_cross: int
 ) -> dict:
     per = Counter((r.label, r.split) for r in rows)
+    ratio = imbalance_ratio({c: per[(c, "train")] for c in classes})
     summary = {
         "images": len(rows),
         "classes": classes,
@@ -135,14 +136,14 @@ def _summary(
         "quarantine_reasons": _reason_counts(quarantine),
         "per_split": {s: sum(1 for r in rows if r.split == s) for s in SPLITS},
         "per_class": {c: {s: per[(c, s)] for s in SPLITS} for c in classes},
-        "imbalance_ratio": imbalance_ratio({c: per[(c, "train")] for c in classes}),
+        "imbalance_ratio": ratio,
         "cross_split_duplicates": n_cross,
     }
-    if summary["imbalance_ratio"] > IMBALANCE_WARNING:
+    if ratio > IMBALANCE_WARNING:
         log.warning(
             "classes are imbalanced: the largest has %.1fx the train images of the smallest %s; consider "
             "dense.class_weight / finetune.class_weight: balanced",
-            summary["imbalance_ratio"],
+            ratio,
             {c: per[(c, "train")] for c in classes},
         )
     return summary

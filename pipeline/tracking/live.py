@@ -74,7 +74,8 @@ class LiveRun:
 
     def __init__(self, uri: str, experiment: str, name: str, stage: str):
         self.uri, self.run_id, self._stopped = uri, None, False
-        self._rest, self._queue = _Rest(uri), queue.Queue()
+        self._rest = _Rest(uri)
+        self._queue: queue.Queue[list | tuple[str, str]] = queue.Queue()  # epochs' metrics, then (state, status)
         self._thread = threading.Thread(
             target=self._work, args=(experiment, name, stage, now_ms()), daemon=True, name="mlflow-live"
         )

@@ -30,6 +30,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline.config import BackboneConfig
@@ -83,7 +84,7 @@ def _as_bytes(value: object) -> bytes | None:
     return None
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
+class ImageClassifier(PythonModel):
     """Rows of image bytes in, one row of class / probability / probabilities / error out per image."""
 
     def load_context(self, context) -> None:

@@ -50,7 +50,7 @@ def check_reachable(uri: str) -> None:
     except urllib.error.HTTPError as err:
         if err.code < 500:
             return  # it answered (auth, a proxy prefix): MLflow's own calls say what is wrong, if anything
-        reason = f"HTTP {err.code} {err.reason}"  # a proxy in front of a server that is down
+        reason: object = f"HTTP {err.code} {err.reason}"  # a proxy in front of a server that is down
     except OSError as err:  # refused, unknown host, timeout
         reason = getattr(err, "reason", None) or err
     raise TrackingError(
