@@ -152,7 +152,7 @@ def test_a_damaged_checkpoint_or_one_of_another_model_is_reported_and_not_resume
 
     other = _compiled(3)
     other.optimizer.build(other.trainable_variables)
-    state = {"epoch": 1, "history": {}, "start": [1.0, 0.5], "best": 1.0, "best_epoch": -1, "wait": 1, "stopped": False}
+    state = {"epoch": 1, "history": {}, "best": 1.0, "best_epoch": 0, "wait": 1, "stopped": False}
     Checkpoint(tmp_path, "key").save(other, state, other.get_weights())
     with caplog.at_level("INFO", logger="pipeline"):
         assert Checkpoint(tmp_path, "key").load(_compiled(1)) is None
