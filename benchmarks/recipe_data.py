@@ -1,6 +1,6 @@
-"""What benchmarks/recipes.py trains on and how it scores: both real datasets, and a low-resolution twin of each,
-prepared and extracted once under .cache/bench/<name>/ by the pipeline's own stage functions, and validation (or
-test) scores of a trained model."""
+"""What benchmarks/recipes.py trains on and how it scores: the four real datasets of ../shared/mirror, and a
+low-resolution twin of two, prepared and extracted once under .cache/bench/<name>/ by the pipeline's own stage
+functions, and validation (or test) scores of a trained model."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ WORK = REPO / ".cache" / "bench"
 DATASETS = {
     "cats_and_dogs_filtered": SHARED / "mirror" / "cats_and_dogs_filtered.zip",
     "hymenoptera_data": SHARED / "mirror" / "hymenoptera_data.zip",
+    # Far from ImageNet (#25): 150 px scenes in six classes (train/ + val/), and greyscale chest X-rays (flat
+    # class folders, which prepare splits itself).
+    "intel_scenes": SHARED / "mirror" / "intel_scenes.zip",
+    "chest_xray_pneumonia": SHARED / "mirror" / "chest_xray_pneumonia.zip",
 }
 # Low-resolution twins (the same images and splits, short side LOW_RES px, upscaled again by the backbone's
 # resize): how a dataset of small photos looks to the pipeline, for recipes that must also work there.
 LOW_RES = 40
-TWINS = {f"{name}_lowres": name for name in DATASETS}
+TWINS = {f"{name}_lowres": name for name in ("cats_and_dogs_filtered", "hymenoptera_data")}
 
 
 def _low_res(src: Path, dest: Path) -> None:
