@@ -63,6 +63,46 @@ REPORT_FILE = "report.html"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc")  # per head in metrics.json
 SUMMARY_METRICS = ("best_epoch", "epochs_run", "val_loss", "val_accuracy")  # of a head's summary.json
 
+# The evaluation plots' file names in DatasetLayout.plots: evaluation/plots.py and explain.py write them, the
+# report shows them, the track stage logs them; dvc.yaml spells them (a test checks it names only these).
+ROC_PNG = "roc.png"  # both heads in one figure, two-class datasets only
+
+
+def confusion_png(head: str) -> str:
+    return f"confusion_{head}.png"
+
+
+def curves_png(head: str) -> str:
+    return f"curves_{head}.png"
+
+
+def gradcam_png(head: str) -> str:
+    return f"gradcam_{head}.png"
+
+
+def misclassified_png(head: str) -> str:
+    return f"misclassified_{head}.png"
+
+
+def misclassified_csv(head: str) -> str:
+    """The gallery's images, in its order: file, true and predicted class, confidence."""
+    return f"misclassified_{head}.csv"
+
+
+def predictions_csv(head: str) -> str:
+    """Actual and predicted class per test image: `dvc plots show`'s confusion matrix."""
+    return f"predictions_{head}.csv"
+
+
+def roc_csv(head: str) -> str:
+    return f"roc_{head}.csv"
+
+
+def plot_files(head: str) -> tuple[str, ...]:
+    """Every plot file name of `head` (gradcam: the fine-tuned model's only), and ROC_PNG."""
+    named = (confusion_png, curves_png, gradcam_png, misclassified_png, misclassified_csv, predictions_csv, roc_csv)
+    return (*(name(head) for name in named), ROC_PNG)
+
 
 @dataclass(frozen=True)
 class DatasetLayout:

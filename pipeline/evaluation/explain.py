@@ -19,6 +19,7 @@ import tensorflow as tf
 from pipeline.config import EvaluateConfig
 from pipeline.evaluation.plots import plt, save_figure
 from pipeline.files import write_csv
+from pipeline.layout import gradcam_png, misclassified_csv, misclassified_png
 from pipeline.model.heads import head_logits
 from pipeline.model.inputs import load_image
 from pipeline.model.shipping import fine_tuned_part
@@ -27,7 +28,7 @@ LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
 GALLERY_COLUMNS = 6
 BATCH = 32  # images per gradient pass: bounds memory at full image size
-MISCLASSIFIED_COLUMNS = ["file", "true", "predicted", "confidence"]  # misclassified_<head>.csv
+MISCLASSIFIED_COLUMNS = ["file", "true", "predicted", "confidence"]  # of layout.misclassified_csv
 
 
 @dataclass(frozen=True)
@@ -192,23 +193,24 @@ def write_explanations(
     size: int,
     cfg: EvaluateConfig,
 ) -> list[Path]:
-    """gradcam_finetune.png (explain_per_class test images of each class) and misclassified_<head>.png (the
-    misclassified_max most confidently wrong, Grad-CAM overlaid for the fine-tuned `model`) under `plots`; the
-    PNGs' paths. misclassified_<head>.csv beside each gallery names its images."""
+    """Under `plots`: the fine-tuned model's Grad-CAM (explain_per_class test images of each class) and each
+    head's gallery (the misclassified_max most confidently wrong, Grad-CAM overlaid for the fine-tuned `model`),
+    with a CSV beside each gallery naming its images (layout: gradcam_png, misclassified_png, misclassified_csv);
+    the PNGs' paths."""
     if not (cfg.explain_per_class or cfg.misclassified_max):
         return []
     parts = gradcam_parts(fine_tuned_part(model))  # of an average, its fine-tuned model's maps
     figures = {}
     if cfg.explain_per_class:
-        figures["gradcam_finetune"] = _gradcam_figure(
+        figures[gradcam_png("finetune")] = _gradcam_figure(
             parts, paths, y, probs["finetune"], classes, size, cfg.explain_per_class
         )
     if cfg.misclassified_max:
         for head, p in probs.items():
-            figures[f"misclassified_{head}"], names = _misclassified_figure(
+            figures[misclassified_png(head)], names = _misclassified_figure(
                 head, parts if head == "finetune" else None, paths, y, p, classes, size, cfg.misclassified_max
             )
-            write_csv(plots / f"misclassified_{head}.csv", MISCLASSIFIED_COLUMNS, names)  # the report lists them
+            write_csv(plots / misclassified_csv(head), MISCLASSIFIED_COLUMNS, names)  # the report lists them
     for name, fig in figures.items():
-        save_figure(fig, plots / f"{name}.png")
-    return [plots / f"{name}.png" for name in figures]
+        save_figure(fig, plots / name)
+    return [plots / name for name in figures]

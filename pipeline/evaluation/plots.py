@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
 from pipeline.files import atomic_path, magic_kind, read_json, write_csv  # noqa: E402
-from pipeline.layout import SUMMARY_FILE  # noqa: E402
+from pipeline.layout import ROC_PNG, SUMMARY_FILE, confusion_png, curves_png, predictions_csv, roc_csv  # noqa: E402
 
 PNG = magic_kind("a PNG image", b"\x89PNG\r\n\x1a\n")  # what save_figure may replace
 
@@ -32,7 +32,7 @@ def write_plots(
     for head, p in probs.items():
         pred = p.argmax(axis=1)
         write_csv(
-            plots / f"predictions_{head}.csv",
+            plots / predictions_csv(head),
             ["actual", "predicted"],
             [(classes[a], classes[b]) for a, b in zip(y, pred)],
         )
@@ -41,19 +41,19 @@ def write_plots(
             y, pred, labels=list(range(len(classes))), display_labels=classes, ax=ax, colorbar=False, xticks_rotation=45
         )
         ax.set_title(f"{head}: confusion matrix (test)")
-        save_figure(fig, plots / f"confusion_{head}.png")
-        written.append(plots / f"confusion_{head}.png")
+        save_figure(fig, plots / confusion_png(head))
+        written.append(plots / confusion_png(head))
     if len(classes) == 2:
         fig, ax = plt.subplots(figsize=(5, 5))
         for head, p in probs.items():
             fpr, tpr, _ = roc_curve(y, p[:, 1])
-            write_csv(plots / f"roc_{head}.csv", ["fpr", "tpr"], zip(fpr.round(6), tpr.round(6)))
+            write_csv(plots / roc_csv(head), ["fpr", "tpr"], zip(fpr.round(6), tpr.round(6)))
             ax.plot(fpr, tpr, label=head)
         ax.plot([0, 1], [0, 1], "k:", lw=1)
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
         ax.legend()
-        save_figure(fig, plots / "roc.png")
-        written.append(plots / "roc.png")
+        save_figure(fig, plots / ROC_PNG)
+        written.append(plots / ROC_PNG)
     for head, path in histories.items():
         hist = np.genfromtxt(path, delimiter=",", names=True)
         hist = np.atleast_1d(hist)
@@ -70,6 +70,6 @@ def write_plots(
                 ax.axvline(best, color="k", ls="--", lw=1, label=kept)
             ax.set(xlabel="epoch", title=f"{head}: {key}")
             ax.legend()
-        save_figure(fig, plots / f"curves_{head}.png")
-        written.append(plots / f"curves_{head}.png")
+        save_figure(fig, plots / curves_png(head))
+        written.append(plots / curves_png(head))
     return written

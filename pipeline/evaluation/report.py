@@ -30,10 +30,16 @@ from pipeline.layout import (
     MODEL_FILE,
     QUARANTINE_FILE,
     REPORT_FILE,
+    ROC_PNG,
     SPLITS,
     SUMMARY_FILE,
     SUMMARY_METRICS,
     DatasetLayout,
+    confusion_png,
+    curves_png,
+    gradcam_png,
+    misclassified_csv,
+    misclassified_png,
 )
 
 METRICS = ("n", *METRIC_NAMES)
@@ -41,15 +47,13 @@ TITLE = ": evaluation report"  # after the dataset's name
 REPORT_HTML = text_kind("an evaluation report", f"{TITLE}</title>")  # what write_report may replace
 SUMMARY = (*SUMMARY_METRICS, "class_weight")
 PLOT_ORDER = (
-    "curves_dense",
-    "curves_finetune",
-    "confusion_dense",
-    "confusion_finetune",
-    "roc",
-    "gradcam_finetune",
-    "misclassified_dense",
-    "misclassified_finetune",
+    *map(curves_png, HEADS),
+    *map(confusion_png, HEADS),
+    ROC_PNG,
+    gradcam_png("finetune"),
+    *map(misclassified_png, HEADS),
 )  # then any other PNG, by name
+GALLERY_LISTS = {misclassified_png(h): misclassified_csv(h) for h in HEADS}  # what _names reads
 
 
 def _data_section(manifest: Path) -> str:
@@ -79,7 +83,7 @@ def _data_section(manifest: Path) -> str:
 def _plots_section(plots: Path) -> str:
     files = sorted(
         plots.glob("*.png"),
-        key=lambda f: (PLOT_ORDER.index(f.stem) if f.stem in PLOT_ORDER else len(PLOT_ORDER), f.name),
+        key=lambda f: (PLOT_ORDER.index(f.name) if f.name in PLOT_ORDER else len(PLOT_ORDER), f.name),
     )
     figures = [
         f'<figure><img alt="{escape(f.stem)}" src="data:image/png;base64,'
@@ -92,8 +96,8 @@ def _plots_section(plots: Path) -> str:
 
 def _names(png: Path) -> str:
     """The gallery's images, in its order, from the CSV that explain.py writes beside it."""
-    listing = png.with_suffix(".csv")
-    if not png.stem.startswith("misclassified_") or not listing.exists():
+    listing = png.with_name(GALLERY_LISTS[png.name]) if png.name in GALLERY_LISTS else None
+    if listing is None or not listing.exists():
         return ""
     with listing.open(newline="") as f:
         rows = list(csv.DictReader(f))

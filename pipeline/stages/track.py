@@ -23,13 +23,21 @@ import mlflow
 from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
 from pipeline.files import JSON, log, read_json, write_json
-from pipeline.layout import HEADS, LOCK_FILE, DatasetLayout
+from pipeline.layout import HEADS, LOCK_FILE, ROC_PNG, DatasetLayout
 from pipeline.tracking.lineage import EXECUTION_TAG, execution_id, execution_tags, in_workspace, run_name
 from pipeline.tracking.owner import HEARTBEAT_TAG, claim, heartbeat, reap
-from pipeline.tracking.records import adoptable_live_run, child_run, execution_span, orphan, stage_span, terminate
+from pipeline.tracking.records import (
+    adoptable_live_run,
+    child_run,
+    execution_span,
+    orphan,
+    stage_span,
+    terminate,
+    training_record,
+)
 from pipeline.tracking.registry import CHAMPION, logged_execution, model_name, register_champion, served_name
 from pipeline.tracking.report_copy import log_report_copy, provenance_rows
-from pipeline.tracking.runs import ClientStore, input_example, log_files, log_head, run_params
+from pipeline.tracking.runs import ClientStore, log_files, log_head, log_plots, run_params
 from pipeline.tracking.store import HTTP_DEFAULTS, TrackingError, check_reachable, open_experiment
 
 
@@ -70,7 +78,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
     owner = claim()  # this process owns the runs it logs
     tags |= owner
     # The live runs this track adopts become its own first, so the sweep does not take them for their stages'.
-    live = {head: adoptable_live_run(data.execution(f"train_{head}"), experiment_id, owner) for head in HEADS}
+    live = {head: adoptable_live_run(training_record(data, head), experiment_id, owner) for head in HEADS}
     if ended := reap(ClientStore(), experiment_id):
         log.warning("ended %d run(s) of processes that died FAILED: %s", len(ended), ", ".join(ended))
     named = {"registered_model": name, "served_model": served_name(name), "workspace": workspace}
@@ -78,7 +86,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
         # The same outputs again (a stage reran and wrote what it had written): nothing is logged twice.
         for head, run_id in live.items():
             if run_id:
-                orphan(run_id, data.execution(f"train_{head}"))
+                orphan(run_id, training_record(data, head))
         log.info("this execution is logged already, as parent run %s: nothing new logged", logged["parent_run_id"])
         return {**logged, **named, CHAMPION: register_champion(name, logged["model_versions"], workspace)}
     # The parent spans the stages' execution records, each child its training stage: the pipeline's real times.
@@ -89,16 +97,12 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
     with heartbeat(beat), mlflow.start_run(run_id=parent.info.run_id):
         mlflow.log_params(params)
         log_files([data.metrics, data.prepare_summary, data.download_info, lock])
-        log_files([data.plots / "roc.png"], "plots")
-        example = input_example(data.manifest, cfg.backbone.image_size)  # both heads' models take images
+        log_plots(data, [ROC_PNG])
         for head in HEADS:
-            record = data.execution(f"train_{head}")
+            record = training_record(data, head)
             child = child_run(live[head], record, experiment_id, parent.info.run_id, run_name(tags, head), tags)
-            model_dir, test = data.model_dir(head), metrics[head]
-            info, served[head] = log_head(
-                head, cfg, params, child, model_dir, test, data.plots, example, data.manifest, record
-            )
-            terminate(child[0], stage_span(record))
+            info, served[head] = log_head(data, head, child, cfg=cfg, params=params)
+            terminate(child.run_id, stage_span(record))
             runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
         champion = register_champion(name, versions, workspace)
         scores = {f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS}

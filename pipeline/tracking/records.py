@@ -4,6 +4,7 @@ times), how long training took, and the live run a training stage logged its epo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,19 @@ from pipeline.tracking.live import RUN_ID_KEY
 from pipeline.tracking.owner import ADOPTED, ORPHANED, STATE_TAG, TRAINED, TRAINING
 
 Span = tuple[int | None, int | None]  # started_ms, ended_ms; None: unknown (MLflow then uses the logging time)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A head's child run of the execution's parent run."""
+
+    run_id: str
+    adopted: bool  # the training stage's live run: it holds the epochs logged live already
+
+
+def training_record(data: DatasetLayout, head: str) -> Path:
+    """The execution record of `head`'s training stage: its child run's times, the live run it logged to."""
+    return data.execution(f"train_{head}")
 
 
 def _facts(record: Path) -> dict:
@@ -72,19 +86,18 @@ def adoptable_live_run(record: Path, experiment_id: str, owner: dict[str, str]) 
 
 def child_run(
     live: str | None, record: Path, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]
-) -> tuple[str, bool]:
+) -> ChildRun:
     """The head's child run of `parent_id`: the training stage's `live` run (adoptable_live_run), adopted (its
-    name, the execution's tags, the parent link), else a new run starting when the stage started. Returns (run id,
-    adopted)."""
+    name, the execution's tags, the parent link), else a new run starting when the stage started."""
     client = mlflow.MlflowClient()
     tags = {**tags, "mlflow.parentRunId": parent_id}
     if live is None:
         run = client.create_run(experiment_id, start_time=stage_span(record)[0], tags=tags, run_name=name)
-        return run.info.run_id, False
+        return ChildRun(run.info.run_id, adopted=False)
     client.set_tag(live, STATE_TAG, ADOPTED)  # first: a rerun after a crash here logs a fresh child instead
     client.log_batch(live, tags=[RunTag(key, value) for key, value in tags.items()])
     client.update_run(live, name=name)
-    return live, True
+    return ChildRun(live, adopted=True)
 
 
 def terminate(run_id: str, span: Span) -> None:

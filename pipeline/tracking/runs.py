@@ -16,11 +16,21 @@ from mlflow.models import infer_signature
 from pipeline.config import Config
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.files import read_json, sha256_file
-from pipeline.layout import HISTORY_FILE, METRIC_NAMES, SUMMARY_FILE
+from pipeline.layout import (
+    HISTORY_FILE,
+    METRIC_NAMES,
+    ROC_PNG,
+    SUMMARY_FILE,
+    DatasetLayout,
+    confusion_png,
+    curves_png,
+    gradcam_png,
+    misclassified_png,
+)
 from pipeline.model.inputs import load_image
 from pipeline.tracking.lineage import pip_requirements
 from pipeline.tracking.owner import Run
-from pipeline.tracking.records import timing_metrics
+from pipeline.tracking.records import ChildRun, timing_metrics, training_record
 from pipeline.tracking.registry import DATA_TAG, SERVED_TAG, SHIPPED_TAG, VAL_LOSS_TAG, model_name, served_name
 from pipeline.tracking.served import image_model, log_pyfunc_model
 
@@ -41,11 +51,11 @@ def history_metrics(history_csv: Path) -> list[tuple[int, dict[str, float]]]:
         return [(int(row.pop("epoch")), {k: float(v) for k, v in row.items()}) for row in csv.DictReader(f)]
 
 
-def log_history(run_id: str, history: list[tuple[int, dict[str, float]]], adopted: bool) -> None:
+def log_history(run: ChildRun, history: list[tuple[int, dict[str, float]]]) -> None:
     """history.csv's points at step = epoch, in one batch; an adopted live run keeps the points it already has."""
     client = mlflow.MlflowClient()
     keys = {key for _, values in history for key in values}
-    have = {(key, m.step) for key in keys for m in client.get_metric_history(run_id, key)} if adopted else set()
+    have = {(key, m.step) for key in keys for m in client.get_metric_history(run.run_id, key)} if run.adopted else set()
     stamp = int(time.time() * 1000)
     points = [
         Metric(key, value, stamp, epoch)
@@ -54,13 +64,17 @@ def log_history(run_id: str, history: list[tuple[int, dict[str, float]]], adopte
         if (key, epoch) not in have
     ]
     for first in range(0, len(points), 1000):  # MLflow's limit per batch
-        client.log_batch(run_id, metrics=points[first : first + 1000])
+        client.log_batch(run.run_id, metrics=points[first : first + 1000])
 
 
-def input_example(manifest: Path, image_size: int) -> np.ndarray:
-    """One real test image as the models take it: RGB pixels 0..255."""
-    path = split_rows(read_manifest(manifest), "test")[0].path
-    return np.round(load_image(path, image_size).numpy())[None].astype(np.float32)
+def example_image(manifest: Path) -> Path:
+    """The models' input example: the test split's first image."""
+    return Path(split_rows(read_manifest(manifest), "test")[0].path)
+
+
+def input_example(image: Path, image_size: int) -> np.ndarray:
+    """`image` as the models take it: RGB pixels 0..255."""
+    return np.round(load_image(str(image), image_size).numpy())[None].astype(np.float32)
 
 
 class _KerasFlavor:
@@ -77,28 +91,25 @@ class _KerasFlavor:
 
 def log_files(files: list[Path], artifact_path: str | None = None) -> None:
     for f in files:
-        if f.exists():  # roc.png exists for two-class datasets only
+        if f.exists():  # ROC_PNG exists for two-class datasets only, gradcam_png for the fine-tuned model only
             mlflow.log_artifact(str(f), artifact_path)
 
 
+def log_plots(data: DatasetLayout, names: list[str]) -> None:
+    """The plots `names` (of layout's registry) that the evaluate stage wrote, under the run's plots/."""
+    log_files([data.plots / name for name in names], "plots")
+
+
 def log_head(
-    head: str,
-    cfg: Config,
-    params: dict,
-    run: tuple[str, bool],
-    model_dir: Path,
-    test: dict,
-    plots: Path,
-    example: np.ndarray,
-    manifest: Path,
-    execution: Path,
+    data: DatasetLayout, head: str, run: ChildRun, *, cfg: Config, params: dict
 ) -> tuple[mlflow.models.model.ModelInfo, int]:
-    """Child run `run` (its id, and whether it is the training stage's adopted live run) of the active parent:
-    params, per-epoch history, test metrics, plots, the head's image model and its served image-file model, each
+    """`head`'s child run `run` of the active parent, from the outputs under `data`: the execution's `params`,
+    per-epoch history, test metrics, plots, the head's image model and its served image-file model, each
     registered: the head's version (its ModelInfo, returned with the served version) tagged with the served one."""
-    with mlflow.start_run(run_id=run[0], nested=True):
+    model_dir, test = data.model_dir(head), read_json(data.metrics)[head]
+    with mlflow.start_run(run_id=run.run_id, nested=True):
         mlflow.log_params({**params, "head": head})
-        log_history(run[0], history_metrics(model_dir / HISTORY_FILE), run[1])
+        log_history(run, history_metrics(model_dir / HISTORY_FILE))
         summary = read_json(model_dir / SUMMARY_FILE)
         # Step-0 metrics logged before the model are linked to it too (its page in the Models tab). The model
         # keeps its best epoch's weights: best_val_* are its validation scores, the history's last point is not.
@@ -106,21 +117,12 @@ def log_head(
             {
                 **{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
                 **{f"best_{k}": float(summary[k]) for k in ("val_loss", "val_accuracy")},
-                **timing_metrics(execution),
+                **timing_metrics(training_record(data, head)),
                 **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test},
             }
         )
         log_files([model_dir / SUMMARY_FILE, model_dir / HISTORY_FILE])
-        log_files(
-            [
-                plots / f"confusion_{head}.png",
-                plots / f"curves_{head}.png",
-                plots / "roc.png",
-                plots / f"misclassified_{head}.png",
-                plots / f"gradcam_{head}.png",
-            ],
-            "plots",
-        )
+        log_plots(data, [confusion_png(head), curves_png(head), ROC_PNG, misclassified_png(head), gradcam_png(head)])
         # The version is created with its tags (what the champion comparison reads) in one request: a crash
         # can't leave a version without them.
         version_tags = {
@@ -132,16 +134,17 @@ def log_head(
         if SHIPPED_TAG in summary:  # the fine-tune stage's choice on validation
             version_tags[SHIPPED_TAG] = str(summary[SHIPPED_TAG])
         # The image-file model that `mlflow models serve` answers requests with, first: the head's version names it.
+        image = example_image(data.manifest)
         served = log_pyfunc_model(
             model_dir,
             cfg.evaluate.tta_flip,
-            Path(split_rows(read_manifest(manifest), "test")[0].path),
+            image,
             registered_model_name=served_name(model_name(cfg)),
             backbone=cfg.backbone,
             tags=version_tags,
         )
         # On images whichever the head (so any MLflow client can load @champion), without the optimizer state.
-        model = image_model(model_dir, cfg.backbone)
+        model, example = image_model(model_dir, cfg.backbone), input_example(image, cfg.backbone.image_size)
         served_version = int(served.registered_model_version)  # str over REST
         info = mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
             name=head,

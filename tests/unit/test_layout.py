@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.layout import HEADS, DatasetLayout
+from pipeline.layout import HEADS, DatasetLayout, plot_files
 
 
 def test_paths_of_one_dataset():
@@ -41,3 +41,16 @@ def test_execution_records_lie_outside_every_stage_output():
 def test_unknown_head_is_refused():
     with pytest.raises(ValueError, match="unknown head 'tiny'"):
         DatasetLayout.of("cats").model_dir("tiny")
+
+
+def test_plot_file_names_are_those_the_outputs_had():
+    assert plot_files("dense") == (
+        "confusion_dense.png",
+        "curves_dense.png",
+        "gradcam_dense.png",
+        "misclassified_dense.png",
+        "misclassified_dense.csv",
+        "predictions_dense.csv",
+        "roc_dense.csv",
+        "roc.png",
+    )
