@@ -22,10 +22,9 @@ from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.evaluation.plots import PNG, plt, save_figure
 from pipeline.files import JSON, check_output, csv_kind, log, read_json, write_csv, write_json
 from pipeline.layout import FEATURE_META_FILE, HEADS, DatasetLayout
-from pipeline.model.backbone import BASE_NAME, split_at_trainable
 from pipeline.model.devices import distribution
 from pipeline.model.features import load_features
-from pipeline.model.finetune import frozen_activations
+from pipeline.model.finetune import activations_trainer, frozen_activations, split_frozen
 from pipeline.model.heads import build_dense_head, build_finetune_model
 from pipeline.model.inference import load_for_inference
 from pipeline.model.inputs import array_dataset
@@ -55,14 +54,11 @@ def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
     keras.utils.set_random_seed(ft.seed)
     strategy = distribution(False)
     head = load_for_inference(data.model_file("dense"))
-    bottom, top = split_at_trainable(
-        build_finetune_model(head, cfg.backbone, ft).get_layer(BASE_NAME), ft.unfreeze_blocks
-    )
+    bottom, top = split_frozen(build_finetune_model(head, cfg.backbone, ft), ft)
     (x,) = frozen_activations(
         bottom, strategy, [r.path for r in train], False, cfg.backbone.image_size, ft.batch_size, data.root / "lr_find"
     )
-    inputs = keras.Input(top.input.shape[1:])
-    model = compile_for(keras.Model(inputs, head(top(inputs, training=False))), ft, n, 1)
+    model = activations_trainer(top, head, strategy, ft, n, 1)  # steps per epoch shape only a cosine schedule
     y = targets(np.array([classes.index(r.label) for r in train]), n, ft.label_smoothing)
     return range_test(model, array_dataset(x, y, ft.batch_size, shuffle_seed=ft.seed), steps)
 

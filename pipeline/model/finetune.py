@@ -1,7 +1,8 @@
-"""Fine-tuning's fast path: when augmentation is at most a horizontal flip, the frozen layers' output for each
-image and for its mirror image never changes, so they run once over train (both views) and validation, and the
-epochs train only the top blocks and head on those activations, each epoch picking one view per image at random:
-the same model and the same flip augmentation, epochs several times faster (benchmarks/README.md)."""
+"""What fine-tuning fits (fit_inputs), and its fast path: when augmentation is at most a horizontal flip, the
+frozen layers' output for each image and for its mirror image never changes, so they run once over train (both
+views) and validation, and the epochs train only the top blocks and head on those activations, each epoch picking
+one view per image at random: the same model and the same flip augmentation, epochs several times faster
+(benchmarks/README.md). Otherwise (or short of memory) the whole model trains on the images."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -18,10 +20,9 @@ import tensorflow as tf
 from pipeline.config import FinetuneConfig
 from pipeline.files import log, scratch_dir
 from pipeline.model.backbone import BASE_NAME, split_at_trainable
-from pipeline.model.checkpoint import Checkpoint
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
-from pipeline.model.inputs import array_dataset, load_image, without_autotune
-from pipeline.model.training import compile_for, fit_from_start, targets
+from pipeline.model.inputs import array_dataset, image_dataset, load_image, without_autotune
+from pipeline.model.training import compile_for, targets
 
 Split = tuple[list[str], np.ndarray]  # image paths, integer labels
 
@@ -101,7 +102,20 @@ def image_batches(
     return epoch_batches(len(paths), seed, epochs, lambda ds: ds.map(load, num_parallel_calls=cores).batch(batch_size))
 
 
-def fit_cached(
+@dataclass(frozen=True)
+class FitInputs:
+    """What fine-tuning's one fit trains on: `trainer` (the image model, or its top blocks and head on the frozen
+    layers' cached activations, sharing their layers and weights), `batches(first)`: the training batches of the
+    epochs from `first` (0-based) on, and the checkpoint `variant` they make (kept: existing checkpoints' keys)."""
+
+    trainer: keras.Model
+    batches: Callable[[int], tf.data.Dataset]
+    validation: tf.data.Dataset
+    steps_per_epoch: int
+    variant: str  # "cached activations" or "images"
+
+
+def fit_inputs(
     model: keras.Model,
     head: keras.Model,
     strategy: tf.distribute.Strategy,
@@ -110,31 +124,61 @@ def fit_cached(
     size: int,
     cfg: FinetuneConfig,
     n_classes: int,
-    out_dir: Path,
-    checkpoint: Checkpoint | None = None,
-    **fit,
-) -> keras.callbacks.History | None:
-    """Train on the frozen layers' activations, computed once (fit_from_start's result); None when they would
-    not fit in memory. The activations are recomputed on resume (the same, deterministically)."""
-    bottom, top = split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
-    flip = cfg.augment.flip
-    if not _cache_fits(len(train[0]) * (2 if flip else 1) + len(val[0]), bottom):
-        return None
-    start = time.perf_counter()
-    scratch = out_dir / "frozen_activations"
-    x_train = frozen_activations(bottom, strategy, train[0], flip, size, cfg.batch_size, scratch)
-    (x_val,) = frozen_activations(bottom, strategy, val[0], False, size, cfg.batch_size, scratch)
+    scratch: Path,
+) -> FitInputs:
+    """Compile `model` (the saved model carries its compile config whichever way it trains) and say what to fit:
+    the frozen layers' activations, computed once (again on resume: the same, deterministically), when the
+    augmentation allows it and they fit in memory; else the images, read every epoch."""
+    steps = math.ceil(len(train[0]) / cfg.batch_size)
+    with strategy.scope():
+        compile_for(model, cfg, n_classes, steps)
+    y_train, y_val = (targets(y, n_classes, cfg.label_smoothing) for y in (train[1], val[1]))
+    frozen = _frozen_if_cached(model, cfg, len(train[0]) * (2 if cfg.augment.flip else 1) + len(val[0]))
+    if frozen is None:
+        return FitInputs(
+            model,
+            lambda first: image_batches(train[0], y_train, size, cfg.batch_size, cfg.seed, range(first, cfg.epochs)),
+            image_dataset(val[0], y_val, size, cfg.batch_size),
+            steps,
+            "images",
+        )
+    bottom, top = frozen
+    start, folder, flip = time.perf_counter(), scratch / "frozen_activations", cfg.augment.flip
+    x_train = frozen_activations(bottom, strategy, train[0], flip, size, cfg.batch_size, folder)
+    (x_val,) = frozen_activations(bottom, strategy, val[0], False, size, cfg.batch_size, folder)
     log.info("frozen layers' activations %s cached in %.1f s", x_val.shape[1:], time.perf_counter() - start)
+    mirror = x_train[1] if flip else None
+    return FitInputs(
+        activations_trainer(top, head, strategy, cfg, n_classes, steps),
+        lambda first: flip_dataset(x_train[0], mirror, y_train, cfg.batch_size, cfg.seed, range(first, cfg.epochs)),
+        array_dataset(x_val, y_val, cfg.batch_size),
+        steps,
+        "cached activations",
+    )
+
+
+def _frozen_if_cached(model: keras.Model, cfg: FinetuneConfig, n_images: int) -> tuple[keras.Model, keras.Model] | None:
+    """`model`'s (frozen bottom, top) when the bottom's activations of `n_images` are to be cached; None, saying
+    why, when the images are to be read every epoch instead."""
+    if not cacheable(cfg):
+        log.info("rotation, zoom or colour augmentation changes the pixels every epoch: fine-tuning on the images")
+        return None
+    bottom, top = split_frozen(model, cfg)
+    if not _cache_fits(n_images, bottom):
+        log.info("the frozen activations would take over half the free memory: fine-tuning on the images")
+        return None
+    return bottom, top
+
+
+def split_frozen(model: keras.Model, cfg: FinetuneConfig) -> tuple[keras.Model, keras.Model]:
+    """The fine-tuning model's base as (frozen bottom, the top blocks that train), sharing its layers."""
+    return split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
+
+
+def activations_trainer(
+    top: keras.Model, head: keras.Model, strategy: tf.distribute.Strategy, cfg: FinetuneConfig, n: int, steps: int
+) -> keras.Model:
+    """`top` then `head` on the frozen bottom's activations, compiled: training it trains their own weights."""
     with strategy.scope():
         inputs = keras.Input(top.input.shape[1:], name="frozen_activations")
-        steps = math.ceil(len(train[0]) / cfg.batch_size)
-        trainer = compile_for(keras.Model(inputs, head(top(inputs, training=False))), cfg, n_classes, steps)
-    y_train, y_val = (targets(y, n_classes, cfg.label_smoothing) for y in (train[1], val[1]))
-    mirror = x_train[1] if flip else None
-
-    def data(first: int) -> tf.data.Dataset:
-        return flip_dataset(x_train[0], mirror, y_train, cfg.batch_size, cfg.seed, range(first, cfg.epochs))
-
-    val_data = array_dataset(x_val, y_val, cfg.batch_size)
-    resumable = checkpoint.variant("cached activations") if checkpoint else None
-    return fit_from_start(trainer, data, val_data, cfg.patience, checkpoint=resumable, steps_per_epoch=steps, **fit)
+        return compile_for(keras.Model(inputs, head(top(inputs, training=False))), cfg, n, steps)

@@ -108,27 +108,34 @@ def fit_from_start(
     data: Callable[[int], tf.data.Dataset],
     val: tf.data.Dataset,
     patience: int | None,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    class_weight: dict[int, float] | None = None,
+    verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint: Checkpoint | None = None,
-    **fit,
 ) -> keras.callbacks.History:
     """model.fit keeping the epoch of lowest val_loss; `callbacks` run after the best-epoch one (e.g. live
     logging). `data(first)`: the training batches of the epochs from `first` (0-based) to the last,
-    `fit["steps_per_epoch"]` per epoch. With a `checkpoint`, resumes from it when it is of the same inputs and
-    saves it after every epoch. Returns the (whole) history."""
+    `steps_per_epoch` per epoch. With a `checkpoint`, resumes from it when it is of the same inputs and saves it
+    after every epoch. Returns the (whole) history."""
     resume = checkpoint.load(model) if checkpoint else None
     best = BestEpoch(patience, resume)
     saver = [checkpoint.saver(best, resume)] if checkpoint else []
     first = resume.epoch if resume else 0
     if resume and resume.stopped:  # stopped early at its last epoch: only the best weights remain to restore
-        fit["epochs"] = first
+        epochs = first
     history = model.fit(
         data(first),
         validation_data=val,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        class_weight=class_weight,
+        verbose=verbose,
         callbacks=[best, *saver, *callbacks],
         shuffle=False,
         initial_epoch=first,
-        **fit,
     )
     if resume:
         history.history = {key: resume.history[key] + history.history.get(key, []) for key in resume.history}

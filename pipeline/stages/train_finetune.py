@@ -9,7 +9,6 @@ would; the checkpoint is removed once the model is saved.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import keras
@@ -21,18 +20,10 @@ from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.files import JSON, log, sha256_file
 from pipeline.model.checkpoint import CHECKPOINT_FOLDER, Checkpoint, fingerprint
 from pipeline.model.devices import distribution
-from pipeline.model.finetune import Split, cacheable, fit_cached, image_batches
+from pipeline.model.finetune import Split, fit_inputs
 from pipeline.model.heads import build_finetune_model
-from pipeline.model.inputs import image_dataset
 from pipeline.model.shipping import Choice, average_model, candidate_probabilities, choose, midpoint
-from pipeline.model.training import (
-    TRAINING_OUTPUTS,
-    class_weights,
-    compile_for,
-    fit_from_start,
-    save_training,
-    targets,
-)
+from pipeline.model.training import TRAINING_OUTPUTS, class_weights, fit_from_start, save_training
 from pipeline.tracking.live import LiveRun, live_training
 
 
@@ -60,8 +51,7 @@ def train_finetune(
     strategy = distribution(cfg.multi_gpu)
     with strategy.scope():
         head = keras.models.load_model(dense_model, compile=False)  # its optimizer state would bloat the model
-        steps = math.ceil(len(train[0]) / cfg.batch_size)
-        model = compile_for(build_finetune_model(head, backbone, cfg), cfg, n, steps)
+        model = build_finetune_model(head, backbone, cfg)
     start = model.get_weights()  # the dense head on the frozen base: a candidate to ship (model/shipping.py)
     weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
@@ -74,24 +64,19 @@ def train_finetune(
     checkpoint = (
         Checkpoint(checkpoint_dir, _fingerprint(manifest, dense_model, backbone, cfg)) if checkpoint_dir else None
     )
-    fit = dict(epochs=cfg.epochs, class_weight=weights, verbose=2, callbacks=[live.callback()] if live else [])
-    history = (
-        fit_cached(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir, checkpoint, **fit)
-        if cacheable(cfg)
-        else None
+    inputs = fit_inputs(model, head, strategy, train, val, backbone.image_size, cfg, n, out_dir)
+    history = fit_from_start(
+        inputs.trainer,
+        inputs.batches,
+        inputs.validation,
+        cfg.patience,
+        epochs=cfg.epochs,
+        steps_per_epoch=inputs.steps_per_epoch,
+        class_weight=weights,
+        verbose=2,
+        callbacks=[live.callback()] if live else [],
+        checkpoint=checkpoint.variant(inputs.variant) if checkpoint else None,
     )
-    if history is None:
-        size, batch = backbone.image_size, cfg.batch_size
-        y_train, y_val = (targets(y, n, cfg.label_smoothing) for y in (train[1], val[1]))
-        history = fit_from_start(
-            model,
-            lambda first: image_batches(train[0], y_train, size, batch, cfg.seed, range(first, cfg.epochs)),
-            image_dataset(val[0], y_val, size, batch),
-            cfg.patience,
-            checkpoint=checkpoint.variant("images") if checkpoint else None,
-            steps_per_epoch=steps,
-            **fit,
-        )
     shipped, choice = _ship(model, start, dense_model, val, n, backbone, cfg)
     log.info("shipping %s: %s", choice.shipped, choice.why())
     chosen = {"shipped": choice.shipped, "candidates": choice.validation, **choice.validation[choice.shipped]}
