@@ -40,10 +40,12 @@ pipeline: install keras-home
 	dvc repro
 	python -m pipeline.summary
 
-# The linter and the formatter's check come first: a style slip fails in seconds, not after the suite.
+# The linter, the formatter's check and the type checker (pyproject's [tool.mypy]: pipeline/ and flows/) come
+# first: a slip fails in seconds, not after the suite.
 # The browser test drives Debian's chromium (never `playwright install`, which downloads its own).
 test: install keras-home
 	ruff check .
 	ruff format --check .
+	mypy
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	pytest

@@ -56,9 +56,20 @@ class SplitConfig(_Strict):
         return test
 
 
+ALPHAS = (0.25, 0.5, 0.75, 1.0)  # MobileNet v1 widths with ImageNet weights
+
+
 class BackboneConfig(_Strict):
     name: Literal["mobilenet"]
-    alpha: Literal[0.25, 0.5, 0.75, 1.0]
+    alpha: float
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, alpha: float) -> float:
+        if alpha not in ALPHAS:  # a Literal of floats is valid pydantic but not a valid type for type checkers
+            raise ValueError(f"Input should be {', '.join(map(str, ALPHAS))}")
+        return alpha
+
     weights: Literal["imagenet"] | None
     image_size: int = Field(ge=32, le=1024)
 

@@ -196,7 +196,7 @@ def save_training(
         "best_epoch": best + 1,
         "val_loss": round(float(hist["val_loss"][best]), 6),
         "val_accuracy": round(float(hist["val_accuracy"][best]), 6),
-        "class_weight": weights and {classes[c]: w for c, w in weights.items()},
+        "class_weight": None if weights is None else {classes[c]: w for c, w in weights.items()},
         **(extra or {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

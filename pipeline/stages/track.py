@@ -103,7 +103,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
             child = child_run(live[head], record, experiment_id, parent.info.run_id, run_name(tags, head), tags)
             info, served[head] = log_head(data, head, child, cfg=cfg, params=params)
             terminate(child.run_id, stage_span(record))
-            runs[head], versions[head] = info.run_id, int(info.registered_model_version)  # str over REST
+            runs[head], versions[head] = info.run_id, int(str(info.registered_model_version))  # str over REST
         champion = register_champion(name, versions, workspace)
         scores = {f"{head}_test_accuracy": float(metrics[head]["accuracy"]) for head in HEADS}
         if champion:  # none: an experiment's execution before any in the workspace
@@ -111,7 +111,7 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
         mlflow.log_metrics(scores)
         held = champion or {"head": None, "changed": False}
         mlflow.set_tags({f"champion.{k}": str(held.get(k)) for k in ("head", "shipped", "changed")})
-        record = {
+        result = {
             "parent_run_id": parent.info.run_id,
             "child_run_ids": runs,
             "model_versions": versions,
@@ -120,10 +120,10 @@ def _log_execution(cfg: Config, data: DatasetLayout, lock: Path, uri: str, exper
             CHAMPION: champion,
         }
         # report.html with what the DVC output cannot hold: the date, commit, these runs, the champion.
-        where = {"tracking_uri": uri, "experiment_id": experiment_id, **record}
+        where = {"tracking_uri": uri, "experiment_id": experiment_id, **result}
         log_report_copy(data.report, provenance_rows(where, tags, span[1]))
     terminate(parent.info.run_id, span)
-    return record
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

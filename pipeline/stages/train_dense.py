@@ -85,7 +85,7 @@ def ensemble_history(model: keras.Model, members: list, kept: list[list], train:
     """The averaged `model`'s history.csv columns, epoch by epoch (module docstring); the members end with the
     weights they have now (their best), so the last row is `model` as saved."""
     final = [m.get_weights() for m in members]
-    scored = {key: [] for key in HISTORY_KEYS}
+    scored: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
     for epoch in range(max(map(len, kept))):
         last = epoch == max(map(len, kept)) - 1
         for member, weights, after in zip(members, final, kept):

@@ -82,9 +82,9 @@ def register_champion(name: str, versions: dict[str, int], workspace: bool) -> d
     # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
     # and the best one left holds it again.
     current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
-    held = current.tags if current is not None and _eligible(current) else None  # an ineligible one is beaten
+    holder = current.tags if current is not None and _eligible(current) else None  # an ineligible one is beaten
     shipped = client.get_model_version(name, str(versions[SHIPPING_HEAD]))
-    moved = beats(shipped.tags, held)
+    moved = beats(shipped.tags, holder)
     chosen = shipped if moved else current
     # Both set every time (idempotent): a served alias missing beside the champion's comes back too.
     client.set_registered_model_alias(name, CHAMPION, chosen.version)

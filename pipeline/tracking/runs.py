@@ -145,7 +145,7 @@ def log_head(
         )
         # On images whichever the head (so any MLflow client can load @champion), without the optimizer state.
         model, example = image_model(model_dir, cfg.backbone), input_example(image, cfg.backbone.image_size)
-        served_version = int(served.registered_model_version)  # str over REST
+        served_version = int(str(served.registered_model_version))  # str over REST
         info = mlflow.models.Model.log(  # = mlflow.keras.log_model(...), see _KerasFlavor
             name=head,
             artifact_path=None,
