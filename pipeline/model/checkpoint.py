@@ -44,6 +44,7 @@ class Resume:
 
     epoch: int  # epochs finished
     history: dict[str, list[float]]
+    baseline: float | None  # the starting weights' validation loss, which patience waits for an epoch to beat
     best: float
     best_epoch: int
     wait: int
@@ -146,6 +147,7 @@ class _Saver(keras.callbacks.Callback):
         state = {
             "epoch": epoch + 1,
             "history": self.history,
+            "baseline": best.baseline,
             "best": float(best.best),
             "best_epoch": int(best.best_epoch),
             "wait": int(best.wait),

@@ -88,12 +88,16 @@ def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
 
 
 class BestEpoch(keras.callbacks.EarlyStopping):
-    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given a
-    checkpoint's state, it goes on from there. Fine-tuning's starting weights are not an epoch here: they are a
-    candidate of their own when the stage chooses what to ship (model/shipping.py)."""
+    """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given the
+    starting weights' validation loss as `baseline`, patience runs until an epoch beats it: fine-tuning that never
+    beats its start stops after `patience` epochs (at least two: Keras never stops after the first), while the
+    best fine-tuned epoch is still kept, for the stage's choice of what to ship (model/shipping.py), where the
+    start is a candidate of its own. Given a checkpoint's state, it goes on from there."""
 
-    def __init__(self, patience: int | None, resume: Resume | None = None):
-        super().__init__(monitor="val_loss", patience=patience or 10**9, restore_best_weights=True, verbose=0)
+    def __init__(self, patience: int | None, baseline: float | None = None, resume: Resume | None = None):
+        super().__init__(
+            monitor="val_loss", patience=patience or 10**9, baseline=baseline, restore_best_weights=True, verbose=0
+        )
         self.resume = resume
 
     def on_train_begin(self, logs=None):
@@ -115,13 +119,18 @@ def fit_from_start(
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint: Checkpoint | None = None,
+    beat_start: bool = False,
 ) -> keras.callbacks.History:
     """model.fit keeping the epoch of lowest val_loss; `callbacks` run after the best-epoch one (e.g. live
     logging). `data(first)`: the training batches of the epochs from `first` (0-based) to the last,
-    `steps_per_epoch` per epoch. With a `checkpoint`, resumes from it when it is of the same inputs and saves it
-    after every epoch. Returns the (whole) history."""
+    `steps_per_epoch` per epoch. With `beat_start`, patience lasts until an epoch beats the starting weights'
+    validation loss (BestEpoch's baseline). With a `checkpoint`, resumes from it when it is of the same inputs and
+    saves it after every epoch. Returns the (whole) history."""
     resume = checkpoint.load(model) if checkpoint else None
-    best = BestEpoch(patience, resume)
+    baseline = None
+    if beat_start:
+        baseline = resume.baseline if resume else float(model.evaluate(val, verbose=0)[0])
+    best = BestEpoch(patience, baseline, resume)
     saver = [checkpoint.saver(best, resume)] if checkpoint else []
     first = resume.epoch if resume else 0
     if resume and resume.stopped:  # stopped early at its last epoch: only the best weights remain to restore

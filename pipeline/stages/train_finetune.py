@@ -76,6 +76,7 @@ def train_finetune(
         verbose=2,
         callbacks=[live.callback()] if live else [],
         checkpoint=checkpoint.variant(inputs.variant) if checkpoint else None,
+        beat_start=True,  # no epoch beats the start: stop after patience, the start ships (model/shipping.py)
     )
     shipped, choice = _ship(model, start, dense_model, val, n, backbone, cfg)
     log.info("shipping %s: %s", choice.shipped, choice.why())
