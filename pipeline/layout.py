@@ -47,6 +47,10 @@ HEADS = ("dense", "finetune")  # the two models, in training order (the dense he
 # The stage whose model ships (predict's default, @champion): the fine-tune stage saves the best on validation of
 # its start, the fine-tuned model and their average (model/shipping.py).
 SHIPPING_HEAD = "finetune"
+# What it chooses among, in order of cost (an average runs two networks): a tie goes to the earlier. "dense":
+# fine-tuning's start, which scores as the dense head does; "interpolated": the mean of the start's and the
+# fine-tuned weights; "average": the mean of their probabilities.
+CANDIDATES = ("dense", "finetune", "interpolated", "average")
 SPLITS = ("train", "validation", "test")
 
 MODEL_FILE = "model.keras"

@@ -9,10 +9,12 @@ model keeps, then where the report and the MLflow runs are. `dvc metrics show` h
 
 from __future__ import annotations
 
+import textwrap
+
 from pipeline.cli import parser, run_cli
 from pipeline.config import load_config, load_params, parse_all
 from pipeline.files import read_json
-from pipeline.layout import HEADS, SHIPPING_HEAD, SPLITS, SUMMARY_FILE, DatasetLayout
+from pipeline.layout import CANDIDATES, HEADS, SHIPPING_HEAD, SPLITS, SUMMARY_FILE, DatasetLayout
 
 WIDTH = 100
 
@@ -25,7 +27,8 @@ def shipped_line(summary: dict) -> str:
     """What the fine-tune stage's folder holds (its summary.json) and why, in one line."""
     if "shipped" not in summary:
         return "the fine-tuned model (saved before the choice among candidates existed)"
-    losses = ", ".join(f"{c} {s['val_loss']:.4f}" for c, s in summary["candidates"].items())
+    found = summary["candidates"]
+    losses = ", ".join(f"{c} {found[c]['val_loss']:.4f}" for c in CANDIDATES if c in found)
     return (
         f"{summary['shipped']} (validation log loss {losses}); fine-tuning ran {summary['epochs_run']} epoch(s), "
         f"best epoch {summary['best_epoch']}"
@@ -46,7 +49,8 @@ def summary_lines(data: DatasetLayout, name: str) -> list[str]:
             f"{head:<10}{_cell(m['accuracy'], '>10.2%')}{_cell(m['f1'], '>8.3f')}{_cell(m['macro_f1'], '>10.3f')}"
             f"{_cell(m.get('roc_auc'), '>9.4f')}{_cell(s['best_epoch'], '>12')}{_cell(s['val_loss'], '>10.4f')}"
         )
-    lines.append(f"shipped: {shipped_line(read_json(data.model_dir(SHIPPING_HEAD) / SUMMARY_FILE))}")
+    shipped = shipped_line(read_json(data.model_dir(SHIPPING_HEAD) / SUMMARY_FILE))
+    lines += textwrap.wrap(f"shipped: {shipped}", WIDTH, subsequent_indent=" " * 9)
     lines.append(f"report:  {data.report}")
     if data.mlflow_record.is_file():
         record = read_json(data.mlflow_record)

@@ -23,6 +23,7 @@ from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_mani
 from pipeline.evaluation.report_html import STYLE, provenance, table
 from pipeline.files import check_output, read_json, text_kind, write_text
 from pipeline.layout import (
+    CANDIDATES,
     HEADS,
     LOCK_FILE,
     METRIC_NAMES,
@@ -126,10 +127,11 @@ def _shipped(summaries: dict[str, dict]) -> str:
     s = next((s for s in summaries.values() if "shipped" in s), None)
     if s is None:
         return ""
-    rows = [[c, v["val_loss"], v["val_accuracy"]] for c, v in s["candidates"].items()]
+    found = s["candidates"]  # summary.json keeps keys sorted: CANDIDATES gives the order of cost
+    rows = [[c, found[c]["val_loss"], found[c]["val_accuracy"]] for c in CANDIDATES if c in found]
     return (
         f"<p>Shipped (predict's default, <code>@champion</code>): <b>{escape(s['shipped'])}</b>, the candidate of "
-        f"lowest validation log loss (a tie goes to the cheaper, in this order: {', '.join(s['candidates'])}). "
+        f"lowest validation log loss (a tie goes to the cheaper, in this order: {', '.join(CANDIDATES)}). "
         f"Fine-tuning ran {s['epochs_run']} epoch(s); its best was epoch {s['best_epoch']}.</p>"
         + table(["candidate", "val_loss", "val_accuracy"], rows)
     )

@@ -15,12 +15,10 @@ import keras
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss
 
+from pipeline.layout import CANDIDATES
 from pipeline.model.heads import TUNED_NAME
 from pipeline.model.inference import image_probabilities
 
-# In order of cost (an average runs two networks): a tie goes to the earlier. "dense": fine-tuning's start, which
-# scores as the dense head does; "interpolated": the mean of the start's and the fine-tuned weights.
-CANDIDATES = ("dense", "finetune", "interpolated", "average")
 AVERAGE_LAYER = "candidates_mean"  # the averaging layer of a shipped "average" model
 
 

@@ -8,10 +8,10 @@ import pytest
 from pipeline.data.manifest import read_manifest
 from pipeline.evaluation.explain import gradcam_parts
 from pipeline.files import read_json
-from pipeline.layout import MODEL_FILE, SUMMARY_FILE
+from pipeline.layout import CANDIDATES, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.inference import image_probabilities, load_for_inference
 from pipeline.model.predictor import predictor_for
-from pipeline.model.shipping import CANDIDATES, average_model, choose, fine_tuned_part
+from pipeline.model.shipping import average_model, choose, fine_tuned_part
 from pipeline.model.training import save_model
 from pipeline.predict import predict
 
