@@ -151,17 +151,22 @@ def layout_paths(data: DatasetLayout, stages: list[str]) -> set[Path]:
     return paths | {data.execution(s) for s in stages} | {SOURCES, source_record(data.root.name)}
 
 
-def _data_strings(node: object) -> Iterator[str]:
-    """Every key or value under `node` that is a path under data/ (plots' `y:` mappings included)."""
+def yaml_strings(node: object) -> Iterator[str]:
+    """Every key or value under `node` (a parsed YAML document) that is a string (plots' `y:` mappings included)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _data_strings(key)
-            yield from _data_strings(value)
+            yield from yaml_strings(key)
+            yield from yaml_strings(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _data_strings(item)
-    elif isinstance(node, str) and node.startswith("data/"):
+            yield from yaml_strings(item)
+    elif isinstance(node, str):
         yield node
+
+
+def _data_strings(node: object) -> Iterator[str]:
+    """Every key or value under `node` that is a path under data/."""
+    return (s for s in yaml_strings(node) if s.startswith("data/"))
 
 
 def layout_problems(dvc: dict) -> list[str]:

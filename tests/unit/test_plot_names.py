@@ -2,31 +2,18 @@
 folder is a file name of pipeline/layout.py's registry, so a plot renamed in one place fails here."""
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.layout import HEADS, ROC_PNG, DatasetLayout, plot_files, predictions_csv, roc_csv
-from tests.helpers.structure import STAGE_DATA, TOP_DATA, load_dvc_yaml
+from tests.helpers.structure import STAGE_DATA, TOP_DATA, load_dvc_yaml, yaml_strings
 
 DVC = load_dvc_yaml()
 PLOTS = {DatasetLayout(Path(STAGE_DATA)).plots, DatasetLayout(Path(TOP_DATA)).plots}
 
 
-def _strings(node: object) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _strings(key)
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
-    elif isinstance(node, str):
-        yield node
-
-
 def plot_names(dvc: dict) -> set[str]:
     """The file names dvc.yaml gives in a reports/plots folder (any stage's or the top-level entries)."""
-    return {Path(s).name for s in _strings(dvc) if Path(s).parent in PLOTS}
+    return {Path(s).name for s in yaml_strings(dvc) if Path(s).parent in PLOTS}
 
 
 def plot_name_problems(dvc: dict) -> list[str]:
