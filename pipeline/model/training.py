@@ -90,9 +90,10 @@ def best_epoch_callback(patience: int | None) -> keras.callbacks.EarlyStopping:
 class BestEpoch(keras.callbacks.EarlyStopping):
     """Keep the weights of the epoch with the lowest validation loss (stop early after `patience`). Given the
     starting weights' validation loss as `baseline`, patience runs until an epoch beats it: fine-tuning that never
-    beats its start stops after `patience` epochs (at least two: Keras never stops after the first), while the
-    best fine-tuned epoch is still kept, for the stage's choice of what to ship (model/shipping.py), where the
-    start is a candidate of its own. Given a checkpoint's state, it goes on from there."""
+    beats its start stops after `patience` epochs, one more when an epoch improves on the earlier ones (Keras never
+    stops after the first), while the best fine-tuned epoch is still kept, for the stage's choice of what to ship
+    (model/shipping.py), where the start is a candidate of its own. Given a checkpoint's state, it goes on from
+    there."""
 
     def __init__(self, patience: int | None, baseline: float | None = None, resume: Resume | None = None):
         super().__init__(
