@@ -82,9 +82,7 @@ def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     return layers
 
 
-def build_finetune_model(
-    head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig, name: str = TUNED_NAME
-) -> keras.Model:
+def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> keras.Model:
     """Raw RGB pixels in [0, 255] -> augmentation (training only) -> MobileNet with its top `unfreeze_blocks`
     trainable -> the dense head. BatchNorm stays in inference mode (training=False): small batches would wreck
     its ImageNet statistics."""
@@ -99,7 +97,7 @@ def build_finetune_model(
     x = preprocessing_layer()(x)
     x = base(x, training=False)
     outputs = head(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=TUNED_NAME)
 
 
 def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:

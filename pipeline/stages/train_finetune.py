@@ -78,7 +78,7 @@ def train_finetune(
         checkpoint=checkpoint.variant(inputs.variant) if checkpoint else None,
         beat_start=True,  # no epoch beats the start: stop after patience, the start ships (model/shipping.py)
     )
-    shipped, choice = _ship(model, start, dense_model, val, n, backbone, cfg)
+    shipped, choice = _ship(model, start, val, n, backbone.image_size)
     log.info("shipping %s: %s", choice.shipped, choice.why())
     chosen = {"shipped": choice.shipped, "candidates": choice.validation, **choice.validation[choice.shipped]}
     summary = save_training(shipped, history, out_dir, classes, weights, chosen)
@@ -87,24 +87,17 @@ def train_finetune(
     return summary
 
 
-def _ship(
-    model: keras.Model,
-    start: list[np.ndarray],
-    dense_model: Path,
-    val: Split,
-    n: int,
-    backbone: BackboneConfig,
-    cfg: FinetuneConfig,
-) -> tuple[keras.Model, Choice]:
+def _ship(model: keras.Model, start: list[np.ndarray], val: Split, n: int, size: int) -> tuple[keras.Model, Choice]:
     """The candidate chosen on validation, as the image model to save: `model` with its start, fine-tuned or
     midpoint weights, or the average of the start's and its probabilities."""
-    choice = choose(val[1], candidate_probabilities(model, start, val[0], n, backbone.image_size))
+    choice = choose(val[1], candidate_probabilities(model, start, val[0], n, size))
     if choice.shipped == "finetune":
         return model, choice
     if choice.shipped in ("dense", "interpolated"):
         model.set_weights(start if choice.shipped == "dense" else midpoint(start, model.get_weights()))
         return model, choice
-    first = build_finetune_model(keras.models.load_model(dense_model, compile=False), backbone, cfg, name="start")
+    first = keras.models.clone_model(model)  # the same architecture, built from memory: no file or weights re-read
+    first.name = "start"
     first.set_weights(start)
     return average_model(first, model), choice
 
