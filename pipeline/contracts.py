@@ -12,13 +12,15 @@ Who writes and who reads each file: docs/architecture.md, "Contracts".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_serializer
 
 from pipeline.config import BackboneConfig
 from pipeline.files import write_json
 from pipeline.layout import CANDIDATES
+
+C = TypeVar("C", bound="Contract")  # typing.Self needs Python 3.11; the project runs on 3.10 too
 
 
 class ContractError(ValueError):
@@ -36,7 +38,7 @@ class Contract(BaseModel):
         return {k: v for k, v in handler(self).items() if not (v is None and k in self.OMITTED)}
 
     @classmethod
-    def load(cls, path: Path | str) -> Self:
+    def load(cls: type[C], path: Path | str) -> C:
         try:
             return cls.model_validate_json(Path(path).read_bytes())
         except ValidationError as err:
