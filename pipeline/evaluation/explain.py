@@ -1,9 +1,9 @@
 """Why the models decide as they do: Grad-CAM heatmaps for a sample of test images per class, and a gallery of
 the misclassified test images, as evaluation plots.
 
-Grad-CAM (Selvaraju et al., 2017): the last conv block's activation maps (conv_pw_13_relu, the MobileNet base's
-output), each weighted by the spatial mean of the gradient of the predicted class's score, summed, the positive
-part scaled to [0, 1]. The score is taken before the sigmoid / softmax, whose saturation would flatten it.
+Grad-CAM (Selvaraju et al., 2017): the last conv block's activation maps (the MobileNet base's output, a handle
+from model/parts.py), each weighted by the spatial mean of the gradient of the predicted class's score, summed, the
+positive part scaled to [0, 1]. The score is taken before the sigmoid / softmax, whose saturation would flatten it.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pipeline.files import write_csv
 from pipeline.layout import gradcam_png, misclassified_csv, misclassified_png
 from pipeline.model.heads import head_logits
 from pipeline.model.inputs import load_image
+from pipeline.model.parts import FinetuneParts
 from pipeline.model.shipping import fine_tuned_part
 
-LAST_CONV = "conv_pw_13_relu"
 MAX_CLASSES_SHOWN = 12  # rows of the Grad-CAM figure; more classes would make it unreadably tall
 GALLERY_COLUMNS = 6
 BATCH = 32  # images per gradient pass: bounds memory at full image size
@@ -39,37 +39,11 @@ class GradCam:
     scores: keras.Model  # conv activations -> class scores before the sigmoid / softmax
 
 
-def gradcam_parts(model: keras.Model) -> GradCam:
-    """Split a chain [augmentation, preprocessing] -> MobileNet base -> head, as built by model/heads.py
-    (build_finetune_model, dense_on_images). Nested models are called layer by layer: Keras 3 gives no handle on a
-    nested model's tensors from the outer graph."""
-    # Augmentation (Random* layers) is identity at inference, but active by default when called: leave it out.
-    layers = [
-        layer
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and not type(layer).__name__.startswith("Random")
-    ]
-    at = next(
-        (i for i, layer in enumerate(layers) if isinstance(layer, keras.Model) and layer.layers[-1].name == LAST_CONV),
-        None,
-    )
-    if at is None:
-        raise ValueError(f"model {model.name!r} has no MobileNet base ending in {LAST_CONV}")
-    tail = layers[at + 1 :]
-    if len(tail) != 1 or not isinstance(tail[0], keras.Model) or "prediction" not in [x.name for x in _all(tail[0])]:
-        raise ValueError(f"model {model.name!r} does not end in a head with a Dense output layer named 'prediction'")
-    image = keras.Input(model.inputs[0].shape[1:])
-    x = image
-    for layer in layers[: at + 1]:
-        x = layer(x)
-    return GradCam(keras.Model(image, x), head_logits(tail[0]))
-
-
-def _all(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers of `model` and of the models nested in it."""
-    return [
-        sub for layer in model.layers for sub in ([layer, *_all(layer)] if isinstance(layer, keras.Model) else [layer])
-    ]
+def gradcam_parts(parts: FinetuneParts) -> GradCam:
+    """Cut an image model at its base's output. Augmentation is left out: identity at inference, but active by
+    default when called."""
+    image = keras.Input(parts.model.inputs[0].shape[1:])
+    return GradCam(keras.Model(image, parts.base(parts.preprocessing(image))), head_logits(parts.head))
 
 
 def heatmaps(parts: GradCam, images: np.ndarray, class_idx: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from pipeline.config import BackboneConfig
 
 # MobileNet v1 has 13 depthwise-separable blocks named conv_dw_N / conv_pw_N (+ _bn, _relu, conv_pad_N).
 N_BLOCKS = 13
-BASE_NAME = "conv_base"  # fixed layer name, so models can be inspected whatever the size and alpha
+BASE_NAME = "conv_base"  # a fixed label in saved models whatever the size and alpha; found by structure
 PREPROCESSING = "mobilenet: x / 127.5 - 1 on RGB resized (bilinear, no crop) to image_size"
 
 

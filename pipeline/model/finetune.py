@@ -19,9 +19,10 @@ import tensorflow as tf
 
 from pipeline.config import FinetuneConfig
 from pipeline.files import log, scratch_dir
-from pipeline.model.backbone import BASE_NAME, split_at_trainable
+from pipeline.model.backbone import split_at_trainable
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
 from pipeline.model.inputs import array_dataset, image_dataset, load_image, without_autotune
+from pipeline.model.parts import finetune_parts
 from pipeline.model.training import compile_for, targets
 
 Split = tuple[list[str], np.ndarray]  # image paths, integer labels
@@ -172,7 +173,7 @@ def _frozen_if_cached(model: keras.Model, cfg: FinetuneConfig, n_images: int) ->
 
 def split_frozen(model: keras.Model, cfg: FinetuneConfig) -> tuple[keras.Model, keras.Model]:
     """The fine-tuning model's base as (frozen bottom, the top blocks that train), sharing its layers."""
-    return split_at_trainable(model.get_layer(BASE_NAME), cfg.unfreeze_blocks)
+    return split_at_trainable(finetune_parts(model).base, cfg.unfreeze_blocks)
 
 
 def activations_trainer(

@@ -8,6 +8,7 @@ import keras
 from pipeline.config import AugmentConfig, BackboneConfig, DenseConfig, FinetuneConfig
 from pipeline.files import log
 from pipeline.model.backbone import conv_base, preprocessing_layer, unfreeze_top_blocks
+from pipeline.model.parts import FinetuneParts, averaged, output_dense
 
 
 def output_layer(n_classes: int) -> keras.layers.Layer:
@@ -16,8 +17,6 @@ def output_layer(n_classes: int) -> keras.layers.Layer:
         return keras.layers.Dense(1, activation="sigmoid", name="prediction")
     return keras.layers.Dense(n_classes, activation="softmax", name="prediction")
 
-
-TUNED_NAME = "finetuned"  # the fine-tune model's name, inside a shipped average too (model/shipping.py)
 
 POOLING = {
     "flatten": lambda: keras.layers.Flatten(name="flatten"),
@@ -51,21 +50,16 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
 def head_logits(head: keras.Model) -> keras.Model:
     """features -> class scores before the sigmoid / softmax (an ensemble: the members' mean score), for
     Grad-CAM, whose gradient the output activation's saturation would flatten."""
-    members = [m for m in head.layers if isinstance(m, keras.Model)] if _is_ensemble(head) else [head]
     features = keras.Input(head.inputs[0].shape[1:])
     scores = []
-    for member in members:
-        output = member.get_layer("prediction")
+    for member in averaged(head) or [head]:
+        output = output_dense(member)
         before = keras.Model(member.inputs, output.input)  # the same layers and weights, up to the output layer
         linear = keras.layers.Dense(output.units)
         scores.append(linear(before(features, training=False)))
         linear.set_weights(output.get_weights())
     mean = scores[0] if len(scores) == 1 else keras.layers.Average()(scores)
     return keras.Model(features, mean)
-
-
-def _is_ensemble(head: keras.Model) -> bool:
-    return any(layer.name == "ensemble_mean" for layer in head.layers)
 
 
 def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
@@ -82,22 +76,29 @@ def augmentation(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     return layers
 
 
-def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> keras.Model:
+def build_finetune_parts(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> FinetuneParts:
     """Raw RGB pixels in [0, 255] -> augmentation (training only) -> MobileNet with its top `unfreeze_blocks`
-    trainable -> the dense head. BatchNorm stays in inference mode (training=False): small batches would wreck
-    its ImageNet statistics."""
+    trainable -> the dense head, with a handle on each part. BatchNorm stays in inference mode (training=False):
+    small batches would wreck its ImageNet statistics."""
     base = conv_base(backbone)
     trainable = unfreeze_top_blocks(base, cfg.unfreeze_blocks)
     log.info("fine-tuning %d conv layers: %s", len(trainable), trainable)
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
-    for layer in augmentation(cfg.augment, cfg.seed):
+    augment = augmentation(cfg.augment, cfg.seed)
+    for layer in augment:
         x = layer(x)  # active only while training
-    x = preprocessing_layer()(x)
-    x = base(x, training=False)
+    scaling = preprocessing_layer()
+    x = base(scaling(x), training=False)
     outputs = head(x)
-    return keras.Model(inputs, outputs, name=TUNED_NAME)
+    # "finetuned": a label in the saved file (also inside a shipped average); parts.py finds it by structure
+    return FinetuneParts(keras.Model(inputs, outputs, name="finetuned"), tuple(augment), scaling, base, head)
+
+
+def build_finetune_model(head: keras.Model, backbone: BackboneConfig, cfg: FinetuneConfig) -> keras.Model:
+    """build_finetune_parts' model, for callers that need no handle on its parts."""
+    return build_finetune_parts(head, backbone, cfg).model
 
 
 def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:

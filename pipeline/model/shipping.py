@@ -16,10 +16,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.layout import CANDIDATES
-from pipeline.model.heads import TUNED_NAME
 from pipeline.model.inference import image_probabilities
-
-AVERAGE_LAYER = "candidates_mean"  # the averaging layer of a shipped "average" model
+from pipeline.model.parts import FinetuneParts, averaged, finetune_parts
 
 
 @dataclass(frozen=True)
@@ -68,15 +66,18 @@ def midpoint(start: list[np.ndarray], tuned: list[np.ndarray]) -> list[np.ndarra
 
 
 def average_model(start: keras.Model, tuned: keras.Model) -> keras.Model:
-    """One image model whose output is the mean of the two models' probabilities."""
+    """One image model whose output is the mean of the two models' probabilities, `start`'s branch called first
+    (fine_tuned_part reads them in that order)."""
     image = keras.Input(tuned.inputs[0].shape[1:], name="image")
-    mean = keras.layers.Average(name=AVERAGE_LAYER)([start(image), tuned(image)])
+    mean = keras.layers.Average(name="candidates_mean")([start(image), tuned(image)])
     return keras.Model(image, mean, name="average")
 
 
-def fine_tuned_part(model: keras.Model) -> keras.Model:
-    """The fine-tune architecture inside a shipped model (for Grad-CAM): the model itself, or the fine-tuned one
-    of an average."""
-    if any(layer.name == AVERAGE_LAYER for layer in model.layers):
-        return model.get_layer(TUNED_NAME)
-    return model
+def fine_tuned_part(model: keras.Model) -> FinetuneParts:
+    """The parts of the fine-tune architecture inside a shipped model (for Grad-CAM): of the model itself, or of
+    an average's second branch, its fine-tuned model."""
+    branches = averaged(model)
+    if branches:
+        _, tuned = branches
+        return finetune_parts(tuned)
+    return finetune_parts(model)

@@ -16,7 +16,8 @@ from pipeline.evaluation.report import main as report_main
 from pipeline.evaluation.report import write_report
 from pipeline.files import write_json
 from pipeline.layout import PARAMS_FILE
-from pipeline.model.heads import build_dense_head, build_finetune_model
+from pipeline.model.heads import build_dense_head, build_finetune_parts
+from pipeline.model.parts import finetune_parts
 from tests.helpers import REPO
 from tests.helpers.images import make_image
 from tests.helpers.params import tiny_config
@@ -26,13 +27,14 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def models():
-    """Untrained fine-tune models (augmentation included, as train_finetune builds them) for 2 and 3 classes."""
+    """The parts of untrained fine-tune models (augmentation included, as train_finetune builds them) for 2 and 3
+    classes."""
     keras.utils.set_random_seed(0)
     cfg = tiny_config({"backbone": {"image_size": SIZE}, "dense": {"units": 8}, "finetune": {"unfreeze_blocks": 1}})
     out = {}
     for n in (2, 3):
         head = build_dense_head((2, 2, 1024), n, cfg.dense)
-        out[n] = build_finetune_model(head, cfg.backbone, cfg.finetune)
+        out[n] = build_finetune_parts(head, cfg.backbone, cfg.finetune)
     return out
 
 
@@ -55,7 +57,7 @@ def test_gradcam_parts_reproduce_the_model_without_augmentation(models, images, 
     np.testing.assert_array_equal(conv.numpy(), parts.conv(x).numpy())
     scores = parts.scores(conv).numpy()
     probs = 1 / (1 + np.exp(-scores)) if n == 2 else np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(probs, models[n].predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(probs, models[n].model.predict(x, verbose=0), atol=1e-5)
     assert conv.shape[1:3] == (2, 2)
 
 
@@ -76,8 +78,8 @@ def test_heatmaps_are_scaled_per_image_and_follow_the_class(models, images):
 
 def test_a_model_without_mobilenet_is_rejected():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
-    with pytest.raises(ValueError, match="conv_pw_13_relu"):
-        gradcam_parts(model)
+    with pytest.raises(ValueError, match="conv base"):
+        finetune_parts(model)
 
 
 def _evaluate(**keys):
@@ -99,7 +101,7 @@ def test_galleries_and_self_contained_report(models, images, tmp_path):
     probs = {"dense": _probs(y, 3, [0, 4]), "finetune": _probs(y, 3, [])}
     plots = tmp_path / "reports" / "plots"
     written = write_explanations(
-        plots, models[3], paths, y, probs, classes, SIZE, _evaluate(explain_per_class=2, misclassified_max=1)
+        plots, models[3].model, paths, y, probs, classes, SIZE, _evaluate(explain_per_class=2, misclassified_max=1)
     )
     assert [p.name for p in written] == [
         "gradcam_finetune.png",
@@ -111,7 +113,7 @@ def test_galleries_and_self_contained_report(models, images, tmp_path):
     assert (
         write_explanations(
             tmp_path / "none",
-            models[3],
+            models[3].model,
             paths,
             y,
             probs,
