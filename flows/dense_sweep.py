@@ -1,5 +1,6 @@
 """Head-only sweep: the dense head trained once per setting on the same cached features, each setting a DVC
-experiment that stops after train_dense, so extract (and everything before it) is reused, never recomputed.
+experiment made stage by stage up to train_dense (as the pipeline flow's overrides), so extract (and everything
+before it) is reused, never recomputed.
 
     python -m flows.dense_sweep --grid dense.learning_rate=1e-5,2e-5,1e-4 --grid dense.units=128,256
 """
@@ -7,15 +8,16 @@ experiment that stops after train_dense, so extract (and everything before it) i
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import read_json_at, sweep_markdown
-from flows.dvc_commands import project_root
+from flows.dvc_commands import needed_for, project_root
 from flows.overrides import head_settings, parse_assignment, parse_value
-from flows.tasks import experiment_name, run_experiment, slug
+from flows.tasks import experiment_name, experiment_run, slug
 from pipeline.layout import SUMMARY_FILE, DatasetLayout, stage_id
 
 
@@ -31,11 +33,15 @@ def dense_sweep(grid: dict[str, list[Any]], lock_timeout_s: float = 3600.0) -> l
     log.info(
         "project %s, dataset %s: %d settings as experiments %s-1..%d", root, name, len(settings), prefix, len(settings)
     )
+
+    def up_to_the_head(clone: Path) -> list[str]:
+        return needed_for(clone, stage_id("train_dense", name))[0]
+
     rows = []
     for i, overrides in enumerate(settings, 1):
         experiment = f"{prefix}-{i}"
-        stages = run_experiment(experiment, overrides, [stage_id("train_dense", name)], root, lock_timeout_s)
-        summary = read_json_at(root, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE, experiment)
+        with experiment_run(root, experiment, overrides, up_to_the_head, lock_timeout_s) as (clone, stages):
+            summary = read_json_at(clone, DatasetLayout.of(name).model_dir("dense") / SUMMARY_FILE)
         assert summary is not None, f"experiment {experiment} has no dense summary"  # its train_dense just ran
         extract = stages.get(stage_id("extract", name), {}).get("outcome")
         rows.append({"overrides": overrides, "experiment": experiment, "summary": summary, "extract": extract})

@@ -1,28 +1,22 @@
-"""DVC as the flows drive it: stage order from DVC's own graph, `dvc` commands whose output says which
-stages ran or were skipped, and a bounded wait while another DVC process holds the project's locks."""
+"""DVC as the flows drive it: stage order from DVC's own graph, `dvc` commands in a process of their own
+(flows/dvc_runner.py), each stage's outcome from DVC's Python API, and a bounded wait while another DVC process
+holds the project's locks."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The lines DVC prints per stage; everything else in the output comes from the stages' own commands.
-_OUTCOMES = (
-    (re.compile(r"^Running stage '(?P<stage>[^']+)'"), "ran"),
-    (re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping"), "skipped"),
-    (re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run"), "restored"),  # from DVC's run-cache
-    (re.compile(r"^Pulling data for stage: '(?P<stage>[^']+)'"), "pulled"),  # `repro --pull`: from the DVC remote
-)
-# The repo lock (.dvc/tmp/lock) and the per-path read/write locks (.dvc/tmp/rwlock): DVC takes them before
-# running anything, so a command refused with one of these can simply be repeated.
-_LOCKED = re.compile(r"^ERROR: .*(Unable to acquire lock|is busy, it is being blocked by)")
+from flows.dvc_runner import LOCKED
+
+RUNNER = Path(__file__).with_name("dvc_runner.py")
 
 
 class DvcError(RuntimeError):
@@ -31,11 +25,7 @@ class DvcError(RuntimeError):
 
 @dataclass(frozen=True)
 class DvcResult:
-    outcomes: dict[str, str]  # stage -> "ran" | "skipped" | "restored" | "pulled", in the order DVC reported them
     seconds: float
-    # stage -> seconds from DVC's line about it to the next stage's line (or the end): for one `dvc exp run` of
-    # several stages, about the time each took (a skipped stage's check counts to the stage before it)
-    stage_seconds: dict[str, float]
     lines: tuple[str, ...] = ()  # everything the command printed
 
 
@@ -87,24 +77,6 @@ def needed_for(root: Path, target: str) -> tuple[list[str], set[str]]:
     return [s for s in order if s in needed], inputs[target]
 
 
-def _outcome(line: str) -> tuple[str, str] | None:
-    for pattern, outcome in _OUTCOMES:
-        if match := pattern.match(line):
-            return match["stage"], outcome
-    return None
-
-
-def parse_outcomes(lines: list[str]) -> dict[str, str]:
-    return dict(found for line in lines if (found := _outcome(line)))
-
-
-def split_seconds(timed: list[tuple[float, str]], end: float) -> dict[str, float]:
-    """stage -> seconds until the next stage's line (or `end`), from (monotonic time, line) pairs."""
-    marks = [(t, found[0]) for t, line in timed if (found := _outcome(line))]
-    ends = [t for t, _ in marks[1:]] + [end]
-    return {stage: round(until - t, 1) for (t, stage), until in zip(marks, ends)}
-
-
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Stage commands say `python`: make that this interpreter, whatever PATH the worker was started with."""
     bin_dir = str(Path(sys.executable).parent)
@@ -118,11 +90,12 @@ def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _run_once(
     args: list[str], root: Path, log: logging.Logger | logging.LoggerAdapter, env: dict[str, str]
-) -> tuple[int, list[tuple[float, str]]]:
-    """Exit status and the output lines, each with the monotonic time it arrived."""
+) -> tuple[int, list[str]]:
+    """Exit status and the output lines of flows/dvc_runner.py <args>."""
     lines = []
+    # -P: by path, with nothing prepended to sys.path: the runner beside this file, nothing of `root` shadowing DVC
     with subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
+        [sys.executable, "-P", str(RUNNER), *args],
         cwd=root,
         env=env,
         text=True,
@@ -132,7 +105,7 @@ def _run_once(
         assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:  # streamed, so a long stage shows progress in the flow run's logs
             if line := line.rstrip():
-                lines.append((time.monotonic(), line))
+                lines.append(line)
                 log.info(line)
     return proc.returncode, lines
 
@@ -145,28 +118,44 @@ def run_dvc(
     poll_s: float = 5.0,
     env: dict[str, str] | None = None,
 ) -> DvcResult:
-    """`dvc <args>` in `root`; while another DVC process holds the project's locks, wait up to `lock_timeout_s`."""
+    """`dvc <args>` in `root` (or the runner's `repro-stage`); while another DVC process holds the project's
+    locks (the runner exits LOCKED), wait up to `lock_timeout_s`."""
     start = time.monotonic()
     deadline = start + lock_timeout_s
     while True:
-        rc, timed = _run_once(args, root, log, dvc_env(env))
-        lines = [line for _, line in timed]
+        rc, lines = _run_once(args, root, log, dvc_env(env))
         if rc == 0:
-            end = time.monotonic()
-            return DvcResult(parse_outcomes(lines), round(end - start, 1), split_seconds(timed, end), tuple(lines))
-        at = next((i for i, line in enumerate(lines) if _LOCKED.match(line)), None)
-        if at is None:
+            return DvcResult(round(time.monotonic() - start, 1), tuple(lines))
+        if rc != LOCKED:
             tail = "\n".join(lines[-40:])
             raise DvcError(f"`dvc {' '.join(args)}` failed in {root} (exit {rc}):\n{tail}")
         left = deadline - time.monotonic()
         if left <= 0:
-            blocker = "\n".join(lines[at : at + 3])  # DVC names the blocking process on the next line
+            blocker = "\n".join(lines[-6:])  # DVC's lock error, naming the blocking process, comes last
             raise DvcError(
                 f"`dvc {' '.join(args)}`: {root} is still locked by another DVC process after "
                 f"{lock_timeout_s:.0f} s (another flow run or dvc command?):\n{blocker}"
             )
         log.warning("another DVC process is working on %s; waiting for its lock (%.0f s left)", root, left)
         time.sleep(min(poll_s, max(left, 0.1)))
+
+
+def reproduce_stage(
+    stage: str,
+    root: Path,
+    log: logging.Logger | logging.LoggerAdapter,
+    lock_timeout_s: float = 3600.0,
+    pull: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    poll_s: float = 5.0,
+) -> tuple[str, float]:
+    """`dvc repro --single-item [pull flags] <stage>` through DVC's Python API: (its outcome, "ran" | "skipped" |
+    "restored" | "pulled" (flows/dvc_runner.outcome), and the command's seconds, DVC's own checks included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "outcome.json"
+        args = ["repro-stage", *(pull or []), "--result", str(result), stage]
+        done = run_dvc(args, root, log, lock_timeout_s, poll_s, env)
+        return json.loads(result.read_text())["outcome"], done.seconds
 
 
 def is_up_to_date(

@@ -1,4 +1,5 @@
-"""Per-run overrides of params.yaml: checked against the pipeline's own schema, then handed to DVC as `-S`."""
+"""Per-run overrides of params.yaml: checked against the pipeline's own schema, then written into the params.yaml
+of the checkout a DVC experiment is made in."""
 
 from __future__ import annotations
 
@@ -59,12 +60,6 @@ def effective_configs(root: Path, overrides: dict[str, Any], dataset: str | None
     raw, source = _effective(root, overrides)
     configs = parse_all(raw, source)
     return [parse_config(raw, source, dataset)] if dataset else configs
-
-
-def set_args(overrides: dict[str, Any]) -> list[str]:
-    """`-S ++key=value` arguments for `dvc exp run` (`++`: set, or add a key such as a new dataset's url); JSON
-    keeps the types (1e-05 stays a number, "relu" a string)."""
-    return [arg for key, value in overrides.items() for arg in ("-S", f"++{key}={json.dumps(value)}")]
 
 
 def parse_value(text: str) -> Any:

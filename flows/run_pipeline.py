@@ -19,9 +19,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import pipeline_markdown, read_json_at
 from flows.dvc_commands import project_root, stage_order
-from flows.experiments import exp_env, scratch_clone
-from flows.overrides import effective_configs, parse_assignment, parse_value, write_overrides
-from flows.tasks import check_out_task, experiment_name, run_stages, save_experiment_task, slug
+from flows.overrides import effective_configs, parse_assignment, parse_value
+from flows.tasks import experiment_name, experiment_run, run_stages, slug
 from pipeline.datasets import sync
 from pipeline.layout import DATASET_LIST, PARAMS_FILE, DatasetLayout, stage_parts
 
@@ -29,21 +28,6 @@ from pipeline.layout import DATASET_LIST, PARAMS_FILE, DatasetLayout, stage_part
 def _of(datasets: list[str], stages: list[str]) -> list[str]:
     """The stages of `datasets`, and `source` (it checks every dataset), in `stages`' order."""
     return [s for s in stages if stage_parts(s)[1] in (None, *datasets)]
-
-
-def run_experiment_stages(
-    root: Path, name: str, overrides: dict[str, Any], datasets: list[str], lock_timeout_s: float
-) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The overrides run as DVC experiment `name`, one task per stage of `datasets` in a scratch clone of `root`
-    on its DVC cache; the experiment is pushed back to `root`'s git repo. (stages, each dataset's results)."""
-    with scratch_clone(root, name) as clone:
-        write_overrides(clone / PARAMS_FILE, overrides)
-        sync(clone / PARAMS_FILE, clone / DATASET_LIST)  # an added dataset's stages exist before DVC reads dvc.yaml
-        check_out_task(name, clone, lock_timeout_s)
-        order = _of(datasets, stage_order(clone))
-        stages = run_stages(order, clone, lock_timeout_s, env=exp_env(root, clone, name))
-        save_experiment_task(name, clone, stages, str(root), lock_timeout_s)
-        return stages, {dataset: results_at(clone, dataset) for dataset in datasets}
 
 
 def results_at(root: Path, dataset: str) -> dict:
@@ -72,7 +56,9 @@ def pipeline(
     log.info("project %s, datasets %s, overrides %s", root, ", ".join(datasets), overrides or "none")
     if overrides:
         experiment = experiment_name("pipeline")
-        stages, results = run_experiment_stages(root, experiment, overrides, datasets, lock_timeout_s)
+        in_clone = experiment_run(root, experiment, overrides, lambda c: _of(datasets, stage_order(c)), lock_timeout_s)
+        with in_clone as (clone, stages):
+            results = {name: results_at(clone, name) for name in datasets}
     else:
         sync(root / PARAMS_FILE, root / DATASET_LIST)  # as `python -m pipeline.datasets`: no stop at `source`
         experiment, stages = None, run_stages(_of(datasets, stage_order(root)), root, lock_timeout_s)

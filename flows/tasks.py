@@ -1,10 +1,12 @@
-"""The flows' Prefect tasks: one DVC stage (in the workspace or a checkout), one DVC experiment, and the steps
-that turn a scratch checkout into a DVC experiment."""
+"""The flows' Prefect tasks: one DVC stage (in the workspace or a checkout), and a DVC experiment made stage by
+stage in a scratch checkout."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import OUTCOME_TEXT
-from flows.dvc_commands import is_up_to_date, run_dvc
-from flows.experiments import check_out, head_commit, save_experiment
-from flows.overrides import set_args
-from pipeline.layout import stage_parts
+from flows.dvc_commands import is_up_to_date, reproduce_stage
+from flows.experiments import check_out, exp_env, save_experiment, scratch_clone
+from flows.overrides import write_overrides
+from pipeline.datasets import sync
+from pipeline.layout import DATASET_LIST, PARAMS_FILE, stage_parts
 
 # Only fetching the data meets transient failures worth retrying (network, mirror); a failing training
 # step fails the same way again.
@@ -47,20 +50,19 @@ def experiment_name(prefix: str) -> str:
 def run_stage(
     stage: str, root: Path, lock_timeout_s: float, pull: list[str] | None = None, env: dict[str, str] | None = None
 ) -> State:
-    """`dvc repro --single-item <stage>`: the stage runs only if DVC finds its deps, params or outs changed.
+    """`dvc repro --single-item <stage>`, through DVC's Python API (flows/dvc_runner.py): the stage runs only if
+    DVC finds its deps, params or outs changed.
     pull: e.g. ["--pull"] to fetch the outputs of an unchanged stage from the DVC remote instead of running it.
     env: more variables for the stage's command (those `dvc exp run` sets, in an experiment's checkout).
     The task's state is named after the outcome (Skipped, Restored, Pulled); its result {"outcome", "seconds"}."""
     log = get_run_logger()
-    args = ["repro", "--single-item", *(pull or []), stage]
-    result = run_dvc(args, root, log, lock_timeout_s, env={**_env(), **(env or {})})
-    outcome = result.outcomes.get(stage, "unknown")
-    text = f"{OUTCOME_TEXT.get(outcome, outcome)} ({result.seconds:.1f} s)"
+    outcome, seconds = reproduce_stage(stage, root, log, lock_timeout_s, pull, env={**_env(), **(env or {})})
+    text = f"{OUTCOME_TEXT[outcome]} ({seconds:.1f} s)"
     log.info("stage %s: %s", stage, text)
     return Completed(
-        name=STATE_NAMES.get(outcome, "Completed"),
+        name=STATE_NAMES[outcome],
         message=text,
-        data={"outcome": outcome, "seconds": result.seconds},
+        data={"outcome": outcome, "seconds": seconds},
     )
 
 
@@ -111,21 +113,18 @@ def save_experiment_task(name: str, clone: Path, stages: dict[str, dict], remote
     return Completed(message=f"saved as {name}, pushed to {remote} ({time.monotonic() - start:.1f} s)")
 
 
-@task(task_run_name="experiment {name}", cache_policy=NO_CACHE)
-def run_experiment(
-    name: str, overrides: dict[str, Any], targets: list[str], root: Path, lock_timeout_s: float
-) -> dict[str, dict]:
-    """`dvc exp run --temp -S ...`: the run happens in a temporary copy of the project, so params.yaml, dvc.lock
-    and the workspace stay as they are; the experiment keeps its own dvc.lock, params and metrics in git
-    (`dvc exp show`), its outputs in the shared DVC cache. Unchanged stages are skipped or restored.
-    stage -> {"outcome", "seconds"}, the seconds read from when DVC reported each stage (one command for all)."""
-    head_commit(root)
-    log = get_run_logger()
-    args = ["exp", "run", "--temp", "--name", name, *set_args(overrides), *targets]
-    result = run_dvc(args, root, log, lock_timeout_s, env=_env())
-    stages: dict[str, dict] = {
-        s: {"outcome": o, "seconds": result.stage_seconds.get(s)} for s, o in result.outcomes.items()
-    }
-    for stage, r in stages.items():
-        log.info("experiment %s, stage %s: %s (about %s s)", name, stage, OUTCOME_TEXT.get(r["outcome"]), r["seconds"])
-    return stages
+@contextlib.contextmanager
+def experiment_run(
+    root: Path, name: str, overrides: dict[str, Any], select: Callable[[Path], list[str]], lock_timeout_s: float
+) -> Iterator[tuple[Path, dict[str, dict]]]:
+    """The overrides as DVC experiment `name`, made as `dvc exp run --temp` would but one task per stage: a scratch
+    clone of `root` on its DVC cache, its outputs checked out, the stages `select` picks from it run as in a plain
+    run, then saved and pushed back to `root`'s git repo (docs/orchestration.md says why not `dvc exp run`).
+    Yields (the clone, stage -> {"outcome", "seconds"}) to read what the stages wrote before the clone goes."""
+    with scratch_clone(root, name) as clone:
+        write_overrides(clone / PARAMS_FILE, overrides)
+        sync(clone / PARAMS_FILE, clone / DATASET_LIST)  # an added dataset's stages exist before DVC reads dvc.yaml
+        check_out_task(name, clone, lock_timeout_s)
+        stages = run_stages(select(clone), clone, lock_timeout_s, env=exp_env(root, clone, name))
+        save_experiment_task(name, clone, stages, str(root), lock_timeout_s)
+        yield clone, stages

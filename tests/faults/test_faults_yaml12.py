@@ -14,7 +14,7 @@ import dvc.api
 import pytest
 from dvc.utils.serialize import loads_yaml
 
-from flows.overrides import set_args, write_overrides
+from flows.overrides import write_overrides
 from pipeline.config import ConfigError, load_config, load_params
 from tests.helpers import REPO
 from tests.helpers.images import make_dataset
@@ -152,10 +152,11 @@ def _model_numbers(model):
 
 
 def test_dvc_exp_run_sets_a_small_float_an_int_and_a_bool(project):
-    """The arguments the dense-head sweep hands to DVC (set_args), in a real `dvc exp run`: the stage runs with
-    the values DVC recorded (before: `1e-05` in params.yaml was text to the stage, which refused it)."""
+    """`-S ++key=value` in a real `dvc exp run`: the stage runs with the values DVC recorded (before: `1e-05` in
+    params.yaml was text to the stage, which refused it)."""
     overrides = {"dense.learning_rate": 1e-5, "dense.units": 10, "dense.flip": False}
-    done, out = _dvc(project, "exp", "run", *set_args(overrides), STAGE)
+    sets = [a for key, value in overrides.items() for a in ("-S", f"++{key}={json.dumps(value)}")]
+    done, out = _dvc(project, "exp", "run", *sets, STAGE)
     assert done.returncode == 0 and f"Running stage '{STAGE}'" in out, out
     assert "(plain + mirrored)" not in out  # dense.flip false: the mirrored features were not trained on
     units, optimizer = _model_numbers(project / "data/tiny/models/dense/model.keras")

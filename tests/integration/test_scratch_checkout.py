@@ -13,7 +13,7 @@ import dvc.api
 import pytest
 import yaml
 
-from flows.dvc_commands import DvcError, run_dvc
+from flows.dvc_commands import DvcError, reproduce_stage, run_dvc
 from flows.experiments import check_out, exp_env, head_commit, save_experiment, scratch_clone
 from flows.overrides import write_overrides
 from pipeline.config import load_params
@@ -61,9 +61,8 @@ def test_an_experiment_made_in_a_scratch_clone_reaches_the_workspace(workspace):
         assert not (clone / "notes.txt").exists()  # untracked files stay behind, as with `dvc exp run`
         check_out(clone, LOG, 60)
         write_overrides(clone / "params.yaml", {"x": 5})
-        outcomes, env = {}, exp_env(root, clone, "exp-1")
-        for stage in ("a", "b"):
-            outcomes |= run_dvc(["repro", "--single-item", stage], clone, LOG, env=env).outcomes
+        env = exp_env(root, clone, "exp-1")
+        outcomes = {stage: reproduce_stage(stage, clone, LOG, env=env)[0] for stage in ("a", "b")}
         assert outcomes == {"a": "ran", "b": "ran"}
         save_experiment(clone, "exp-1", {s: {"outcome": o} for s, o in outcomes.items()}, str(root), LOG, 60)
     assert not clone.exists()

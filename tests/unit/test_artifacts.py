@@ -1,7 +1,7 @@
 """What a flow run shows as its Prefect artifact: stage outcomes, test metrics, MLflow links, sweep tables."""
 
 from flows.artifacts import fanout_markdown, mlflow_links, pipeline_markdown, read_json_at, sweep_markdown
-from flows.dvc_commands import needed_for, split_seconds
+from flows.dvc_commands import needed_for
 from tests.helpers import REPO
 
 RECORD = {
@@ -92,17 +92,6 @@ def test_json_of_the_workspace(tmp_path):
     (tmp_path / "m.json").write_text('{"a": 1}')
     assert read_json_at(tmp_path, "m.json") == {"a": 1}
     assert read_json_at(tmp_path, "missing.json") is None
-
-
-def test_each_stage_gets_the_time_until_the_next_stage_line():
-    timed = [
-        (10.0, "Running stage 'extract':"),
-        (11.0, "> python -m pipeline.stages.extract"),
-        (15.5, "Stage 'train_dense' didn't change, skipping"),
-        (16.0, "Running stage 'evaluate':"),
-    ]
-    assert split_seconds(timed, end=20.0) == {"extract": 5.5, "train_dense": 0.5, "evaluate": 4.0}
-    assert split_seconds([(1.0, "no stage line")], end=2.0) == {}
 
 
 def test_a_head_needs_the_stages_up_to_the_features_and_reads_only_extracts_outputs():

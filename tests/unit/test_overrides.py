@@ -1,4 +1,5 @@
-"""Per-run overrides of params.yaml: checked against the schema before anything runs, handed to DVC typed."""
+"""Per-run overrides of params.yaml: checked against the schema before anything runs, written into a checkout's
+params.yaml typed, its comments kept."""
 
 import pytest
 
@@ -9,9 +10,9 @@ from flows.overrides import (
     expand_grid,
     parse_assignment,
     parse_value,
-    set_args,
+    write_overrides,
 )
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, load_params
 from tests.helpers.params import tiny_params, write_params
 
 
@@ -22,12 +23,6 @@ def test_overrides_are_checked_before_anything_runs(tmp_path):
     for typo in ({"dense.learnig_rate": 0.1}, {"dense.dropout": 1.5}, {"data.name.x": 1}):
         with pytest.raises(ConfigError):
             effective_config(tmp_path, typo)
-    assert set_args({"dense.learning_rate": 1e-5, "dense.activation": "relu"}) == [
-        "-S",
-        "++dense.learning_rate=1e-05",  # ++: set, or add (a new dataset's url)
-        "-S",
-        '++dense.activation="relu"',
-    ]
     assert expand_grid({"dense.units": [8, 16], "dense.dropout": [0.1]}) == [
         {"dense.units": 8, "dense.dropout": 0.1},
         {"dense.units": 16, "dense.dropout": 0.1},
@@ -60,4 +55,13 @@ def test_an_override_may_add_a_dataset_and_is_checked_with_it(tmp_path):
     assert [c.data.name for c in only] == ["second"]
     with pytest.raises(ConfigError, match="--dataset 'third' is not one of datasets: first, second"):
         effective_configs(tmp_path, {"datasets.second.url": "/data/second.tgz"}, "third")
-    assert set_args({"datasets.second.url": "/data/second.tgz"}) == ["-S", '++datasets.second.url="/data/second.tgz"']
+
+
+def test_overrides_are_written_typed_into_the_params_file_with_its_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("dense:\n  learning_rate: 0.001  # the peak\n  activation: relu\n")
+    write_overrides(path, {"dense.learning_rate": 1e-5, "dense.activation": "gelu", "datasets.second.url": "/d.tgz"})
+    assert path.read_text() == (
+        "dense:\n  learning_rate: 1e-05  # the peak\n  activation: gelu\ndatasets:\n  second:\n    url: /d.tgz\n"
+    )
+    assert load_params(path)["dense"]["learning_rate"] == 1e-5  # a float to DVC's YAML 1.2, as the stages read it
