@@ -10,9 +10,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import ConfigError
-from pipeline.files import JSON, Kind, OutputPathError, check_output, write_json
+from pipeline.contracts import ExecutionRecord
+from pipeline.files import JSON, Kind, OutputPathError, check_output
 from pipeline.layout import PARAMS_FILE
 
 
@@ -59,13 +61,17 @@ def run_cli(main: Callable[[], object], *expected: type[Exception]) -> None:
 
 
 @contextlib.contextmanager
-def execution_record(path: Path) -> Iterator[dict]:
-    """Facts about this execution that the block adds (speed, devices, sources), written to `path` with its wall
-    time and its wall-clock start and end (ms since the epoch: what MLflow runs span) when the block succeeds.
-    See layout.DatasetLayout.execution for why they live apart from the outputs."""
+def execution_record(path: Path) -> Iterator[dict[str, Any]]:
+    """Facts about this execution that the block adds (speed, devices, sources: ExecutionRecord's fields), written
+    to `path` with its wall time and its wall-clock start and end (ms since the epoch: what MLflow runs span) when
+    the block succeeds. See layout.DatasetLayout.execution for why they live apart from the outputs."""
     check_output(path, JSON)  # before the block's work
-    facts: dict = {}
+    facts: dict[str, Any] = {}
     started_ms, start = time.time_ns() // 1_000_000, time.perf_counter()
     yield facts
     seconds = round(time.perf_counter() - start, 1)
-    write_json(path, {**facts, "seconds": seconds, "started_ms": started_ms, "ended_ms": time.time_ns() // 1_000_000})
+    unknown = sorted(set(facts) - set(ExecutionRecord.model_fields))  # the record ignores them when read, not here
+    if unknown:
+        raise ValueError(f"{path}: {unknown} are no facts of an ExecutionRecord")
+    timing = {"seconds": seconds, "started_ms": started_ms, "ended_ms": time.time_ns() // 1_000_000}
+    ExecutionRecord.model_validate({**facts, **timing}).save(path)

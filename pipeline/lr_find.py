@@ -18,9 +18,10 @@ import numpy as np
 
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
+from pipeline.contracts import FeatureMeta
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.evaluation.plots import PNG, plt, save_figure
-from pipeline.files import JSON, check_output, csv_kind, log, read_json, write_csv, write_json
+from pipeline.files import JSON, check_output, csv_kind, log, write_csv, write_json
 from pipeline.layout import FEATURE_META_FILE, HEADS, DatasetLayout
 from pipeline.model.devices import distribution
 from pipeline.model.features import load_features
@@ -36,11 +37,11 @@ RESULTS = {".csv": csv_kind(COLUMNS), ".png": PNG, ".json": JSON}  # what each r
 
 
 def dense_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
-    meta = read_json(data.features / FEATURE_META_FILE)
-    n, dense = len(meta["classes"]), cfg.dense.model_copy(update={"schedule": "constant"})
+    meta = FeatureMeta.load(data.features / FEATURE_META_FILE)
+    n, dense = len(meta.classes), cfg.dense.model_copy(update={"schedule": "constant"})
     x, y = load_features(data.features, "train")
     keras.utils.set_random_seed(dense.seed)
-    model = compile_for(build_dense_head(tuple(meta["feature_shape"]), n, dense), dense, n, 1)
+    model = compile_for(build_dense_head(meta.feature_shape, n, dense), dense, n, 1)
     batches = array_dataset(x, targets(y, n, dense.label_smoothing), dense.batch_size, shuffle_seed=dense.seed)
     return range_test(model, batches, steps)
 

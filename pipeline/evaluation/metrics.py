@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from pipeline.contracts import ClassMetrics, HeadMetrics
 
-def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+
+def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> HeadMetrics:
     """Binary: precision/recall/F1 of classes[1] and ROC-AUC. N classes: macro averages and per-class."""
     pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
@@ -16,28 +18,26 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str])
         y, pred, labels=labels if not binary else None, average=avg, zero_division=0
     )
     per_p, per_r, per_f, support = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    out = {
-        "n": int(len(y)),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "precision": float(p),
-        "recall": float(r),
-        "f1": float(f1),
-        "macro_f1": float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "confusion_matrix": skm.confusion_matrix(y, pred, labels=labels).tolist(),
-        "per_class": {
-            c: {
-                "precision": float(per_p[i]),
-                "recall": float(per_r[i]),
-                "f1": float(per_f[i]),
-                "support": int(support[i]),
-            }
-            for i, c in enumerate(classes)
-        },
-    }
+    auc = None
     if len(np.unique(y)) == len(classes):  # AUC is undefined when a class is absent
-        out["roc_auc"] = float(
+        auc = float(
             skm.roc_auc_score(y, probs[:, 1])
             if binary
             else skm.roc_auc_score(y, probs, multi_class="ovr", labels=labels)
         )
-    return out
+    return HeadMetrics(
+        n=int(len(y)),
+        accuracy=float(skm.accuracy_score(y, pred)),
+        precision=float(p),
+        recall=float(r),
+        f1=float(f1),
+        macro_f1=float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        confusion_matrix=skm.confusion_matrix(y, pred, labels=labels).tolist(),
+        per_class={
+            c: ClassMetrics(
+                precision=float(per_p[i]), recall=float(per_r[i]), f1=float(per_f[i]), support=int(support[i])
+            )
+            for i, c in enumerate(classes)
+        },
+        roc_auc=auc,
+    )

@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
-from pipeline.files import atomic_path, magic_kind, read_json, write_csv  # noqa: E402
-from pipeline.layout import ROC_PNG, SUMMARY_FILE, confusion_png, curves_png, predictions_csv, roc_csv  # noqa: E402
+from pipeline.contracts import TrainingSummary  # noqa: E402
+from pipeline.files import atomic_path, magic_kind, write_csv  # noqa: E402
+from pipeline.layout import ROC_PNG, confusion_png, curves_png, predictions_csv, roc_csv  # noqa: E402
 
 PNG = magic_kind("a PNG image", b"\x89PNG\r\n\x1a\n")  # what save_figure may replace
 
@@ -24,9 +25,15 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
 
 
 def write_plots(
-    out_dir: Path, y: np.ndarray, probs: dict[str, np.ndarray], classes: list[str], histories: dict[str, Path]
+    out_dir: Path,
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    classes: list[str],
+    histories: dict[str, Path],
+    summaries: dict[str, TrainingSummary],
 ) -> list[Path]:
-    """Confusion matrices, ROC curves (binary) and training curves under out_dir/plots/."""
+    """Confusion matrices, ROC curves (binary) and training curves under out_dir/plots/ (a head's curves from its
+    history.csv in `histories`, the kept epoch marked where `summaries` has it)."""
     plots = out_dir / "plots"
     written = []
     for head, p in probs.items():
@@ -57,9 +64,8 @@ def write_plots(
     for head, path in histories.items():
         hist = np.genfromtxt(path, delimiter=",", names=True)
         hist = np.atleast_1d(hist)
-        summary = path.parent / SUMMARY_FILE  # the kept weights' epoch
-        facts = read_json(summary) if summary.exists() else {}
-        best, members = facts.get("best_epoch"), facts.get("members")
+        summary = summaries.get(head)  # the kept weights' epoch
+        best, members = (summary.best_epoch, summary.members) if summary else (None, None)
         who = f" (ensemble of {members})" if members else ""  # an ensemble's rows: train_dense's docstring
         kept = f"saved: epoch {best}, each member at its best" if members else f"best epoch ({best})"
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))

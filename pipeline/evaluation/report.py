@@ -2,7 +2,7 @@
 training summaries, the class balance of the data and every evaluation plot, inlined so it opens offline.
 
     python -m pipeline.evaluation.report --reports data/<name>/reports --dense data/<name>/models/dense \\
-        --finetune data/<name>/models/finetune --manifest data/<name>/prepared/manifest.csv
+        --finetune data/<name>/models/finetune --prepare-summary data/<name>/prepare.json
 
 evaluate writes it as <reports>/report.html; this command rebuilds it from the files, and names the params of
 --params (default params.yaml) as those it was made with.
@@ -13,15 +13,15 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-from collections import Counter
 from html import escape
 from pathlib import Path
 
 from pipeline.cli import parser, run_cli, setup_logging
 from pipeline.config import Config, load_config
-from pipeline.data.manifest import IMBALANCE_WARNING, imbalance_ratio, read_manifest
+from pipeline.contracts import Metrics, PrepareSummary, TrainingSummary
+from pipeline.data.manifest import IMBALANCE_WARNING
 from pipeline.evaluation.report_html import STYLE, provenance, table
-from pipeline.files import check_output, read_json, text_kind, write_text
+from pipeline.files import check_output, text_kind, write_text
 from pipeline.layout import (
     CANDIDATES,
     HEADS,
@@ -35,7 +35,6 @@ from pipeline.layout import (
     SPLITS,
     SUMMARY_FILE,
     SUMMARY_METRICS,
-    DatasetLayout,
     confusion_png,
     curves_png,
     gradcam_png,
@@ -57,25 +56,18 @@ PLOT_ORDER = (
 GALLERY_LISTS = {misclassified_png(h): misclassified_csv(h) for h in HEADS}  # what _names reads
 
 
-def _data_section(manifest: Path) -> str:
-    rows = read_manifest(manifest)
-    counts = Counter((r.label, r.split) for r in rows)
-    classes = sorted({r.label for r in rows})
-    ratio = imbalance_ratio({c: counts[(c, "train")] for c in classes})
+def _data_section(prepared: PrepareSummary) -> str:
+    ratio, reasons = prepared.imbalance_ratio, prepared.quarantine_reasons
     note = (
         f'<p class="warn">Imbalanced: {ratio:.2f}× more train images in the largest class than in the '
         f"smallest; consider dense.class_weight / finetune.class_weight: balanced.</p>"
         if ratio > IMBALANCE_WARNING
         else f"<p>Imbalance ratio (largest / smallest train class): {ratio:.2f}</p>"
     )
-    quarantine = manifest.parent / QUARANTINE_FILE
-    dropped = sum(1 for _ in quarantine.open()) - 1 if quarantine.exists() else 0
-    summary = DatasetLayout(manifest.parent.parent).prepare_summary  # manifest: <root>/prepared/manifest.csv
-    reasons = read_json(summary).get("quarantine_reasons", {}) if summary.exists() else {}
     return (
-        f"<h2>Data</h2><p>{len(rows)} images in {len(classes)} classes; {dropped} file(s) quarantined "
-        f"(prepared/{QUARANTINE_FILE}).</p>"
-        + table(["class", *SPLITS], [[c, *(counts[(c, s)] for s in SPLITS)] for c in classes])
+        f"<h2>Data</h2><p>{prepared.images} images in {len(prepared.classes)} classes; {prepared.quarantined} "
+        f"file(s) quarantined (prepared/{QUARANTINE_FILE}).</p>"
+        + table(["class", *SPLITS], [[c, *(prepared.per_class[c][s] for s in SPLITS)] for c in prepared.classes])
         + note
         + (table(["quarantine reason", "files"], [[r, n] for r, n in sorted(reasons.items())]) if reasons else "")
     )
@@ -117,22 +109,22 @@ def _metrics_note(classes: list[str]) -> tuple[tuple[str, ...], str]:
     return tuple(k for k in METRICS if k != "f1"), "<p>precision and recall: macro averages over the classes.</p>"
 
 
-def _training_section(summaries: dict[str, dict]) -> str:
-    rows = [[h, *(s.get(k) for k in SUMMARY_METRICS), s.get("class_weight") or "none"] for h, s in summaries.items()]
+def _training_section(summaries: dict[str, TrainingSummary]) -> str:
+    rows = [[h, *(getattr(s, k) for k in SUMMARY_METRICS), s.class_weight or "none"] for h, s in summaries.items()]
     return "<h2>Training (validation split)</h2>" + table(["head", *SUMMARY], rows) + _shipped(summaries)
 
 
-def _shipped(summaries: dict[str, dict]) -> str:
+def _shipped(summaries: dict[str, TrainingSummary]) -> str:
     """Which model the fine-tune stage ships (predict's default, @champion) and the candidates it chose among."""
-    s = next((s for s in summaries.values() if "shipped" in s), None)
-    if s is None:
+    s = next((s for s in summaries.values() if s.shipped is not None), None)
+    if s is None or s.shipped is None or s.candidates is None:
         return ""
-    found = s["candidates"]  # summary.json keeps keys sorted: CANDIDATES gives the order of cost
-    rows = [[c, found[c]["val_loss"], found[c]["val_accuracy"]] for c in CANDIDATES if c in found]
+    found = s.candidates  # summary.json keeps keys sorted: CANDIDATES gives the order of cost
+    rows = [[c, found[c].val_loss, found[c].val_accuracy] for c in CANDIDATES if c in found]
     return (
-        f"<p>Shipped (predict's default, <code>@champion</code>): <b>{escape(s['shipped'])}</b>, the candidate of "
+        f"<p>Shipped (predict's default, <code>@champion</code>): <b>{escape(s.shipped)}</b>, the candidate of "
         f"lowest validation log loss (a tie goes to the cheaper, in this order: {', '.join(CANDIDATES)}). "
-        f"Fine-tuning ran {s['epochs_run']} epoch(s); its best was epoch {s['best_epoch']}.</p>"
+        f"Fine-tuning ran {s.epochs_run} epoch(s); its best was epoch {s.best_epoch}.</p>"
         + table(["candidate", "val_loss", "val_accuracy"], rows)
     )
 
@@ -153,43 +145,43 @@ def _models_note(model_dirs: dict[str, Path]) -> str:
 
 def render(
     reports: Path,
+    metrics: Metrics,
+    summaries: dict[str, TrainingSummary],
     model_dirs: dict[str, Path],
-    manifest: Path | None = None,
-    config: Config | None = None,
+    cfg: Config,
+    prepared: PrepareSummary | None = None,
     title: str | None = None,
 ) -> str:
-    """`title`: the dataset's name (default: config's data.name, else the folder above `reports`)."""
-    title = title or (config.data.name if config else reports.resolve().parent.name)
-
-    metrics = read_json(reports / METRICS_FILE)
-    heads = list(metrics)
-    classes = list(next(iter(metrics.values()))["per_class"])
+    """The page on `metrics` and the plots under `reports`, with the heads' `summaries` and the `model_dirs`'
+    models' md5s; `prepared`: the data section. `title`: the dataset's name (default: cfg's data.name)."""
+    title = title or cfg.data.name
+    heads = list(metrics.root)
+    classes = list(metrics[heads[0]].per_class)
     parts = [
         f"<h1>{escape(title)}{TITLE}</h1>",
-        provenance(config),
+        provenance(cfg),
         _models_note({h: d for h, d in model_dirs.items() if (d / MODEL_FILE).exists()}),
         f"<p>Classes: {escape(', '.join(classes))}. Both heads scored on the same held-out images.</p>",
     ]
-    if manifest:
-        parts.append(_data_section(manifest))
+    if prepared:
+        parts.append(_data_section(prepared))
     columns, note = _metrics_note(classes)
     parts += [
         "<h2>Test metrics</h2>",
-        table(["head", *columns], [[h, *(metrics[h].get(k) for k in columns)] for h in heads]),
+        table(["head", *columns], [[h, *(getattr(metrics[h], k) for k in columns)] for h in heads]),
         note,
     ]
     for h in heads:
-        per = metrics[h]["per_class"]
+        per = metrics[h].per_class
         parts += [
             f"<h3>{escape(h)}: per class</h3>",
             table(
                 ["class", "precision", "recall", "f1", "support"],
-                [[c, *(per[c][k] for k in ("precision", "recall", "f1", "support"))] for c in classes],
+                [[c, *(getattr(per[c], k) for k in ("precision", "recall", "f1", "support"))] for c in classes],
             ),
             f"<h3>{escape(h)}: confusion matrix (rows: true, columns: predicted)</h3>",
-            table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h]["confusion_matrix"])]),
+            table(["", *classes], [[c, *row] for c, row in zip(classes, metrics[h].confusion_matrix)]),
         ]
-    summaries = {h: read_json(d / SUMMARY_FILE) for h, d in model_dirs.items() if (d / SUMMARY_FILE).exists()}
     if summaries:
         parts.append(_training_section(summaries))
     if (reports / "plots").is_dir():
@@ -202,13 +194,16 @@ def render(
 
 def write_report(
     reports: Path,
+    metrics: Metrics,
+    summaries: dict[str, TrainingSummary],
     model_dirs: dict[str, Path],
-    manifest: Path | None = None,
-    config: Config | None = None,
+    cfg: Config,
+    prepared: PrepareSummary | None = None,
     title: str | None = None,
 ) -> Path:
+    """reports/report.html: render's page."""
     out = reports / REPORT_FILE
-    write_text(out, render(reports, model_dirs, manifest, config, title), REPORT_HTML)
+    write_text(out, render(reports, metrics, summaries, model_dirs, cfg, prepared, title), REPORT_HTML)
     return out
 
 
@@ -217,12 +212,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reports", type=Path, required=True, help="evaluate's output folder (metrics.json, plots/)")
     ap.add_argument("--dense", type=Path, help="train_dense output folder (summary.json)")
     ap.add_argument("--finetune", type=Path, help="train_finetune output folder (summary.json)")
-    ap.add_argument("--manifest", type=Path, help="prepare's manifest.csv (class counts)")
+    ap.add_argument("--prepare-summary", type=Path, help="prepare's summary JSON (class counts, quarantine)")
     args = ap.parse_args(argv)
     setup_logging()
     check_output(args.reports / REPORT_FILE, REPORT_HTML)
     model_dirs = {h: d for h, d in zip(HEADS, (args.dense, args.finetune)) if d}
-    print(write_report(args.reports, model_dirs, args.manifest, load_config(args.params, args.dataset)))
+    summaries = {
+        h: TrainingSummary.load(d / SUMMARY_FILE) for h, d in model_dirs.items() if (d / SUMMARY_FILE).exists()
+    }
+    prepared = PrepareSummary.load(args.prepare_summary) if args.prepare_summary else None
+    metrics = Metrics.load(args.reports / METRICS_FILE)
+    cfg = load_config(args.params, args.dataset)
+    print(write_report(args.reports, metrics, summaries, model_dirs, cfg, prepared))
 
 
 if __name__ == "__main__":

@@ -37,13 +37,10 @@ def table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def provenance(config: Config | None) -> str:
+def provenance(cfg: Config) -> str:
     """From what it was made. No date or git commit: the report is a DVC output, and a re-run on the same inputs
     must write the same bytes (neither is a DVC dependency); the track stage's MLflow run records both."""
-    made = f"<p>{PROVENANCE_NOTE}"
-    if config is None:
-        return made + "</p>"
-    b, d, f = config.backbone, config.dense, config.finetune
+    b, d, f = cfg.backbone, cfg.dense, cfg.finetune
     rows = [
         ["backbone", f"{b.name} alpha {b.alpha}, {b.image_size} px, weights {b.weights}"],
         ["dense", f"pooling {d.pooling}, units {d.units}, ensemble {d.ensemble}"],
@@ -51,7 +48,7 @@ def provenance(config: Config | None) -> str:
     ]
     flip = (
         " Test metrics average each image's prediction with its mirror's (evaluate.tta_flip)."
-        if config.evaluate.tta_flip
+        if cfg.evaluate.tta_flip
         else ""
     )
-    return made + flip + "</p>" + table(["params", "values"], rows)
+    return f"<p>{PROVENANCE_NOTE}{flip}</p>" + table(["params", "values"], rows)

@@ -25,7 +25,7 @@ from pipeline.model.inputs import array_dataset, image_dataset, load_image, with
 from pipeline.model.parts import finetune_parts
 from pipeline.model.training import compile_for, targets
 
-Split = tuple[list[str], np.ndarray]  # image paths, integer labels
+ImageSplit = tuple[list[str], np.ndarray]  # image paths, integer labels
 
 
 def cacheable(cfg: FinetuneConfig) -> bool:
@@ -120,8 +120,8 @@ def fit_inputs(
     model: keras.Model,
     head: keras.Model,
     strategy: tf.distribute.Strategy,
-    train: Split,
-    val: Split,
+    train: ImageSplit,
+    val: ImageSplit,
     size: int,
     cfg: FinetuneConfig,
     n_classes: int,

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import TrainingConfig
-from pipeline.files import JSON, atomic_path, csv_kind, files_in, log, write_csv, write_json, zip_kind
+from pipeline.contracts import TrainingSummary
+from pipeline.files import JSON, atomic_path, csv_kind, files_in, log, write_csv, zip_kind
 from pipeline.layout import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipeline.model.checkpoint import Checkpoint, Resume
 
@@ -187,42 +188,40 @@ def _renumber_shared(node: object, ids: dict[int, int]) -> object:
     return node
 
 
-def save_training(
-    model: keras.Model,
-    history: keras.callbacks.History,
-    out_dir: Path,
-    classes: list[str],
-    weights: dict[int, float] | None,
-    extra: dict | None = None,
-) -> dict:
-    """Write model.keras, history.csv and summary.json atomically into `out_dir`; return the summary. `extra`
-    adds to or replaces summary entries (an ensemble's validation scores are those of the averaged model)."""
+def summarize(
+    history: keras.callbacks.History, classes: list[str], weights: dict[int, float] | None
+) -> TrainingSummary:
+    """A model's summary.json from its history: the epoch of lowest val_loss is the one kept."""
     hist = history.history
-    epochs = len(hist["loss"])
     best = int(np.argmin(hist["val_loss"]))
-    summary = {
-        "classes": classes,
-        "epochs_run": epochs,
-        "best_epoch": best + 1,
-        "val_loss": round(float(hist["val_loss"][best]), 6),
-        "val_accuracy": round(float(hist["val_accuracy"][best]), 6),
-        "class_weight": None if weights is None else {classes[c]: w for c, w in weights.items()},
-        **(extra or {}),
-    }
+    return TrainingSummary(
+        classes=classes,
+        epochs_run=len(hist["loss"]),
+        best_epoch=best + 1,
+        val_loss=round(float(hist["val_loss"][best]), 6),
+        val_accuracy=round(float(hist["val_accuracy"][best]), 6),
+        class_weight=None if weights is None else {classes[c]: w for c, w in weights.items()},
+    )
+
+
+def save_training(
+    model: keras.Model, history: keras.callbacks.History, out_dir: Path, summary: TrainingSummary
+) -> None:
+    """Write model.keras, history.csv and summary.json atomically into `out_dir`."""
+    hist = history.history
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / MODEL_FILE)
     write_csv(
         out_dir / HISTORY_FILE,
         HISTORY_HEADER,
-        [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(epochs)],
+        [[e + 1, *(f"{hist[k][e]:.6f}" for k in HISTORY_KEYS)] for e in range(len(hist["loss"]))],
     )
-    write_json(out_dir / SUMMARY_FILE, summary)
+    summary.save(out_dir / SUMMARY_FILE)
     log.info(
         "%s: best epoch %d (val_loss %.4f, val_accuracy %.4f); saved to %s",
         model.name,
-        summary["best_epoch"],
-        summary["val_loss"],
-        summary["val_accuracy"],
+        summary.best_epoch,
+        summary.val_loss,
+        summary.val_accuracy,
         out_dir,
     )
-    return summary

@@ -15,8 +15,9 @@ import numpy as np
 
 from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, ExtractConfig, load_config
+from pipeline.contracts import FeatureMeta
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
-from pipeline.files import JSON, atomic_path, folder_of, log, sha256_file, write_json
+from pipeline.files import JSON, atomic_path, folder_of, log, sha256_file
 from pipeline.layout import FEATURE_META_FILE, SPLITS
 from pipeline.model.backbone import PREPROCESSING, conv_base
 from pipeline.model.devices import describe_devices, distribution
@@ -32,7 +33,7 @@ from pipeline.model.features import (
 OUTPUT = folder_of("extract")  # replaced whole: only a folder this stage wrote (or an empty one)
 
 
-def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: ExtractConfig) -> dict:
+def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: ExtractConfig) -> dict[str, float]:
     """Write the feature folder; return the images per second of each split."""
     rows = read_manifest(manifest)
     classes = classes_of(rows)
@@ -67,16 +68,15 @@ def extract(manifest: Path, out_dir: Path, backbone: BackboneConfig, cfg: Extrac
                 cfg.batch_size,
                 f"extract {split}" + (" (+ mirrored)" if mirror else ""),
             )
-        meta = {
-            "backbone": backbone.model_dump(),
-            "preprocessing": PREPROCESSING,
-            "feature_shape": list(shape),
-            "dtype": np.dtype(FEATURE_DTYPE).name,
-            "classes": classes,
-            "counts": counts,
-            "manifest_sha256": sha256_file(manifest),
-        }
-        write_json(tmp / FEATURE_META_FILE, meta)
+        FeatureMeta(
+            backbone=backbone,
+            preprocessing=PREPROCESSING,
+            feature_shape=shape,
+            dtype=np.dtype(FEATURE_DTYPE).name,
+            classes=classes,
+            counts=counts,
+            manifest_sha256=sha256_file(manifest),
+        ).save(tmp / FEATURE_META_FILE)
     log.info("wrote features %s for %s to %s (%s img/s)", shape, counts, out_dir, speed)
     return speed
 

@@ -13,17 +13,20 @@ from pathlib import Path
 
 from pipeline.cli import output, parser, run_cli, setup_logging
 from pipeline.config import SplitConfig, load_config
+from pipeline.contracts import PrepareSummary
 from pipeline.data.dataset import DatasetError, Usable, check_images, find_root, scan, unreached
 from pipeline.data.manifest import FIELDS, IMBALANCE_WARNING, Row, imbalance_ratio
 from pipeline.data.splits import assign_splits
-from pipeline.files import JSON, MARKER, atomic_path, folder_of, log, write_csv, write_json
+from pipeline.files import JSON, MARKER, atomic_path, folder_of, log, write_csv
 from pipeline.layout import DUPLICATES_FILE, MANIFEST_FILE, QUARANTINE_FILE, SPLITS
 
 MIN_PER_SPLIT = 1
 OUTPUT = folder_of("prepare")  # replaced whole: only a folder this stage wrote (or an empty one)
 
 
-def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, workers: int | None = None) -> dict:
+def prepare(
+    raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, workers: int | None = None
+) -> PrepareSummary:
     """Write manifest.csv, quarantine.csv, duplicates.csv (+ converted images) under `out_dir`, counts to
     `summary_path`."""
     if not raw.is_dir():
@@ -49,14 +52,14 @@ def prepare(raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, work
             ["sha256", "split", "source"],
             [[h, s, src] for h, v in sorted(cross.items()) for s, src in v],
         )
-    summary = {**_summary(rows, classes, found.class_files, quarantine, len(cross)), "layout_notes": found.layout_notes}
-    write_json(summary_path, summary)
+    summary = _summary(rows, classes, found.class_files, quarantine, len(cross), found.layout_notes)
+    summary.save(summary_path)
     log.info(
         "prepared %d images in %s (%s); quarantined %d, listed with reasons in %s",
-        summary["images"],
+        summary.images,
         out_dir,
-        summary["per_split"],
-        summary["quarantined"],
+        summary.per_split,
+        summary.quarantined,
         out_dir / QUARANTINE_FILE,
     )
     return summary
@@ -124,21 +127,27 @@ def _cross_split_duplicates(rows: list[Row]) -> dict[str, list[tuple[str, str]]]
 
 
 def _summary(
-    rows: list[Row], classes: list[str], class_files: Counter, quarantine: list[tuple[str, str]], n_cross: int
-) -> dict:
+    rows: list[Row],
+    classes: list[str],
+    class_files: Counter,
+    quarantine: list[tuple[str, str]],
+    n_cross: int,
+    layout_notes: list[str],
+) -> PrepareSummary:
     per = Counter((r.label, r.split) for r in rows)
     ratio = imbalance_ratio({c: per[(c, "train")] for c in classes})
-    summary = {
-        "images": len(rows),
-        "classes": classes,
-        "empty_class_folders": sorted(c for c, n in class_files.items() if n == 0),
-        "quarantined": len(quarantine),
-        "quarantine_reasons": _reason_counts(quarantine),
-        "per_split": {s: sum(1 for r in rows if r.split == s) for s in SPLITS},
-        "per_class": {c: {s: per[(c, s)] for s in SPLITS} for c in classes},
-        "imbalance_ratio": ratio,
-        "cross_split_duplicates": n_cross,
-    }
+    summary = PrepareSummary(
+        images=len(rows),
+        classes=classes,
+        empty_class_folders=sorted(c for c, n in class_files.items() if n == 0),
+        quarantined=len(quarantine),
+        quarantine_reasons=_reason_counts(quarantine),
+        per_split={s: sum(1 for r in rows if r.split == s) for s in SPLITS},
+        per_class={c: {s: per[(c, s)] for s in SPLITS} for c in classes},
+        imbalance_ratio=ratio,
+        cross_split_duplicates=n_cross,
+        layout_notes=layout_notes,
+    )
     if ratio > IMBALANCE_WARNING:
         log.warning(
             "classes are imbalanced: the largest has %.1fx the train images of the smallest %s; consider "

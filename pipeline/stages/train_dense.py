@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import DenseConfig, load_config
-from pipeline.files import JSON, log, read_json
+from pipeline.contracts import FeatureMeta, TrainingSummary
+from pipeline.files import JSON, log
 from pipeline.layout import FEATURE_META_FILE
 from pipeline.model.features import load_features, load_train_features
 from pipeline.model.heads import build_dense_head, ensemble
@@ -28,16 +29,17 @@ from pipeline.model.training import (
     class_weights,
     compile_for,
     save_training,
+    summarize,
     targets,
 )
 from pipeline.tracking.live import LiveRun, live_training
 
-Split = tuple[np.ndarray, np.ndarray]  # features, integer labels
+FeatureSplit = tuple[np.ndarray, np.ndarray]  # features, integer labels
 
 
 def fit_member(
-    train: Split,
-    val: Split,
+    train: FeatureSplit,
+    val: FeatureSplit,
     shape: tuple[int, ...],
     n: int,
     cfg: DenseConfig,
@@ -81,7 +83,9 @@ class KeptWeights(keras.callbacks.Callback):
             self.weights = [*self.weights, self.weights[-1]]
 
 
-def ensemble_history(model: keras.Model, members: list, kept: list[list], train: Split, val: Split, cfg, n) -> dict:
+def ensemble_history(
+    model: keras.Model, members: list, kept: list[list], train: FeatureSplit, val: FeatureSplit, cfg, n
+) -> dict:
     """The averaged `model`'s history.csv columns, epoch by epoch (module docstring); the members end with the
     weights they have now (their best), so the last row is `model` as saved."""
     final = [m.get_weights() for m in members]
@@ -97,10 +101,9 @@ def ensemble_history(model: keras.Model, members: list, kept: list[list], train:
     return scored
 
 
-def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRun | None = None) -> dict:
-    meta = read_json(feature_dir / FEATURE_META_FILE)
-    classes, shape = meta["classes"], tuple(meta["feature_shape"])
-    n = len(classes)
+def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRun | None = None) -> TrainingSummary:
+    meta = FeatureMeta.load(feature_dir / FEATURE_META_FILE)
+    n = len(meta.classes)
     train, val = load_train_features(feature_dir, cfg.flip), load_features(feature_dir, "validation")
     weights = class_weights(train[1], n, cfg.class_weight)
     log.info(
@@ -112,27 +115,42 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
         len(val[0]),
         weights,
     )
-    fitted = [fit_member(train, val, shape, n, cfg, k, weights, live) for k in range(cfg.ensemble)]
-    model, history, extra = fitted[0][0], fitted[0][1], {}
-    if cfg.ensemble > 1:  # the saved model averages them: its curves and scores are the ensemble's
-        members = [m for m, _, _ in fitted]
-        model = compile_for(ensemble(members), cfg, n, 1)
-        history = keras.callbacks.History()
-        history.history = ensemble_history(model, members, [k for _, _, k in fitted], train, val, cfg, n)
-        epochs = len(history.history["val_loss"])
-        extra = {
-            "best_epoch": epochs,  # the saved model: the last row
+    fitted = [fit_member(train, val, meta.feature_shape, n, cfg, k, weights, live) for k in range(cfg.ensemble)]
+    if cfg.ensemble == 1:
+        model, history, _ = fitted[0]
+        summary = summarize(history, meta.classes, weights)
+    else:
+        model, history, summary = _ensemble(fitted, train, val, cfg, meta.classes, weights, live)
+    save_training(model, history, out_dir, summary)
+    return summary
+
+
+def _ensemble(
+    fitted: list, train: FeatureSplit, val: FeatureSplit, cfg: DenseConfig, classes: list[str], weights, live
+) -> tuple[keras.Model, keras.callbacks.History, TrainingSummary]:
+    """The saved model averages the members: its curves and scores are the ensemble's, its best epoch the last
+    row (every member at its best)."""
+    n = len(classes)
+    members = [m for m, _, _ in fitted]
+    model = compile_for(ensemble(members), cfg, n, 1)
+    history = keras.callbacks.History()
+    history.history = ensemble_history(model, members, [k for _, _, k in fitted], train, val, cfg, n)
+    epochs = len(history.history["val_loss"])
+    summary = summarize(history, classes, weights).model_copy(
+        update={
+            "best_epoch": epochs,
             "val_loss": round(float(history.history["val_loss"][-1]), 6),
             "val_accuracy": round(float(history.history["val_accuracy"][-1]), 6),
             "members": cfg.ensemble,
             "member_best_epochs": [int(np.argmin(h.history["val_loss"])) + 1 for _, h, _ in fitted],
             "member_epochs_run": [len(h.history["loss"]) for _, h, _ in fitted],
         }
-        if live:  # the ensemble's rows under the plain names, as for a lone head
-            logger = live.callback("")
-            for epoch in range(epochs):
-                logger.on_epoch_end(epoch, {key: values[epoch] for key, values in history.history.items()})
-    return save_training(model, history, out_dir, classes, weights, extra)
+    )
+    if live:  # the ensemble's rows under the plain names, as for a lone head
+        logger = live.callback("")
+        for epoch in range(epochs):
+            logger.on_epoch_end(epoch, {key: values[epoch] for key, values in history.history.items()})
+    return model, history, summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,8 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.params, args.dataset)
     # Per-epoch metrics in MLflow while it trains, when a server is configured (never waited on).
     with execution_record(args.execution) as facts, live_training(cfg.data.name, "dense", "train_dense", facts) as live:
-        summary = train_dense(args.features, args.out, cfg.dense, live)
-        facts["epochs_run"] = sum(summary.get("member_epochs_run", [summary["epochs_run"]]))  # all members' epochs
+        facts["epochs_run"] = train_dense(args.features, args.out, cfg.dense, live).all_epochs_run
 
 
 if __name__ == "__main__":

@@ -16,14 +16,15 @@ import numpy as np
 
 from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import BackboneConfig, FinetuneConfig, load_config
+from pipeline.contracts import Scores, TrainingSummary
 from pipeline.data.manifest import classes_of, read_manifest, split_rows
 from pipeline.files import JSON, log, sha256_file
 from pipeline.model.checkpoint import CHECKPOINT_FOLDER, Checkpoint, fingerprint
 from pipeline.model.devices import distribution
-from pipeline.model.finetune import Split, fit_inputs
+from pipeline.model.finetune import ImageSplit, fit_inputs
 from pipeline.model.heads import build_finetune_model
 from pipeline.model.shipping import Choice, average_model, candidate_probabilities, choose, midpoint
-from pipeline.model.training import TRAINING_OUTPUTS, class_weights, fit_from_start, save_training
+from pipeline.model.training import TRAINING_OUTPUTS, class_weights, fit_from_start, save_training, summarize
 from pipeline.tracking.live import LiveRun, live_training
 
 
@@ -35,14 +36,14 @@ def train_finetune(
     cfg: FinetuneConfig,
     checkpoint_dir: Path | None = None,
     live: LiveRun | None = None,
-) -> dict:
+) -> TrainingSummary:
     """Fine-tune and save; with `checkpoint_dir`, checkpointed after every epoch and resumed from there, the
     checkpoint removed once the model is saved. `live` gets each epoch's metrics (MLflow, when a server is set)."""
     rows = read_manifest(manifest)
     classes = classes_of(rows)
     n = len(classes)
 
-    def split(name: str) -> Split:
+    def split(name: str) -> ImageSplit:
         part = split_rows(rows, name)
         return [r.path for r in part], np.array([classes.index(r.label) for r in part])
 
@@ -80,14 +81,19 @@ def train_finetune(
     )
     shipped, choice = _ship(model, start, val, n, backbone.image_size)
     log.info("shipping %s: %s", choice.shipped, choice.why())
-    chosen = {"shipped": choice.shipped, "candidates": choice.validation, **choice.validation[choice.shipped]}
-    summary = save_training(shipped, history, out_dir, classes, weights, chosen)
+    candidates = {c: Scores(**scores) for c, scores in choice.validation.items()}
+    summary = summarize(history, classes, weights).model_copy(  # the scores are those of the model it ships
+        update={"shipped": choice.shipped, "candidates": candidates, **candidates[choice.shipped].model_dump()}
+    )
+    save_training(shipped, history, out_dir, summary)
     if checkpoint:
         checkpoint.remove()
     return summary
 
 
-def _ship(model: keras.Model, start: list[np.ndarray], val: Split, n: int, size: int) -> tuple[keras.Model, Choice]:
+def _ship(
+    model: keras.Model, start: list[np.ndarray], val: ImageSplit, n: int, size: int
+) -> tuple[keras.Model, Choice]:
     """The candidate chosen on validation, as the image model to save: `model` with its start, fine-tuned or
     midpoint weights, or the average of the start's and its probabilities."""
     choice = choose(val[1], candidate_probabilities(model, start, val[0], n, size))
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train_finetune(
             args.manifest, args.dense_model, args.out, cfg.backbone, cfg.finetune, args.checkpoint, live
         )
-        facts["epochs_run"] = summary["epochs_run"]
+        facts["epochs_run"] = summary.all_epochs_run
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from pipeline.contracts import PrepareSummary
 from pipeline.data.dataset import DatasetError
-from pipeline.files import read_json
 from pipeline.stages.prepare import prepare
 from tests.helpers.images import make_dataset, make_image
 from tests.helpers.params import params_text, tiny_config, tiny_params, write_params
@@ -101,13 +101,13 @@ def test_class_folders_named_like_splits_are_read_as_classes_and_said(tmp_path):
         for i in range(12):
             make_image(raw / name / f"{i}.jpg", c, i)
     summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, workers=1)
-    assert summary["classes"] == ["test", "valid"]
-    assert "read as classes" in summary["layout_notes"][0]
-    assert read_json(tmp_path / "prepare.json")["layout_notes"] == summary["layout_notes"]
+    assert summary.classes == ["test", "valid"]
+    assert "read as classes" in summary.layout_notes[0]
+    assert PrepareSummary.load(tmp_path / "prepare.json").layout_notes == summary.layout_notes
 
 
 def test_a_class_folder_beside_split_folders_is_said(tmp_path):
     raw = make_dataset(tmp_path / "raw", per_class=12)
     make_image(raw / "birds" / "0.jpg", 2, 0)  # beside train/ and validation/
     summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, workers=1)
-    assert "['birds']" in summary["layout_notes"][0] and summary["quarantine_reasons"]["outside any class folder"] == 1
+    assert "['birds']" in summary.layout_notes[0] and summary.quarantine_reasons["outside any class folder"] == 1

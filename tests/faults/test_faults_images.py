@@ -2,7 +2,6 @@
 is dropped silently, and TensorFlow reads every file that prepare accepts."""
 
 import csv
-import json
 import subprocess
 import sys
 from collections import Counter
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipeline.contracts import PrepareSummary
 from pipeline.data import images
 from pipeline.data.manifest import read_manifest
 from pipeline.model.inputs import load_image
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
         "rows": rows,
         "quarantine": quarantine,
         "log": proc.stderr,
-        "summary": json.loads((tmp / "prepare.json").read_text()),
+        "summary": PrepareSummary.load(tmp / "prepare.json"),
     }
 
 
@@ -88,10 +88,10 @@ def test_nothing_is_dropped_silently(run):
 
 def test_summary_and_log_count_every_reason(run):
     summary, quarantine = run["summary"], run["quarantine"]
-    assert summary["quarantined"] == len(quarantine) and summary["images"] == len(run["rows"])
-    assert summary["quarantine_reasons"] == dict(Counter(r.split(":")[0] for r in quarantine.values()))
-    assert summary["classes"] == ["cats", "dogs"] and summary["empty_class_folders"] == ["birds"]
-    for reason, n in summary["quarantine_reasons"].items():
+    assert summary.quarantined == len(quarantine) and summary.images == len(run["rows"])
+    assert summary.quarantine_reasons == dict(Counter(r.split(":")[0] for r in quarantine.values()))
+    assert summary.classes == ["cats", "dogs"] and summary.empty_class_folders == ["birds"]
+    for reason, n in summary.quarantine_reasons.items():
         assert f"quarantined {n} file(s): {reason}" in run["log"]
     assert "quarantine.csv" in run["log"] and "'birds' holds no image files" in run["log"]
 

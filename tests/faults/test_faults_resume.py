@@ -134,7 +134,7 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(trained, killed, caplog):
     with caplog.at_level("INFO", logger="pipeline"):
         summary = _finetune(trained, params, trained / "other", checkpoint)
     assert "of other inputs or settings: not resumed" in caplog.text and "resuming" not in caplog.text
-    assert summary["epochs_run"] == EPOCHS and len(_history(trained / "other")) == EPOCHS
+    assert summary.epochs_run == EPOCHS and len(_history(trained / "other")) == EPOCHS
     assert not checkpoint.exists()
 
 

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_config
+from pipeline.contracts import Metrics, TrainingSummary
 from pipeline.evaluation.explain import gradcam_parts, heatmaps, overlay, write_explanations
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.evaluation.report import main as report_main
 from pipeline.evaluation.report import write_report
-from pipeline.files import write_json
 from pipeline.layout import PARAMS_FILE
 from pipeline.model.heads import build_dense_head, build_finetune_parts
 from pipeline.model.parts import finetune_parts
@@ -124,19 +124,22 @@ def test_galleries_and_self_contained_report(models, images, tmp_path):
         == []
     )
 
-    write_json(
-        tmp_path / "reports" / "metrics.json", {h: classification_metrics(y, p, classes) for h, p in probs.items()}
-    )
+    metrics = Metrics({h: classification_metrics(y, p, classes) for h, p in probs.items()})
+    metrics.save(tmp_path / "reports" / "metrics.json")
     model_dir = tmp_path / "finetune"
-    write_json(model_dir / "summary.json", {"best_epoch": 1, "epochs_run": 2, "class_weight": {"birds": 1.5}})
+    summary = TrainingSummary(
+        classes=classes, epochs_run=2, best_epoch=1, val_loss=0.5, val_accuracy=0.5, class_weight={"birds": 1.5}
+    )
+    summary.save(model_dir / "summary.json")
     params = REPO / PARAMS_FILE
-    html = write_report(tmp_path / "reports", {"finetune": model_dir}, config=load_config(params)).read_text()
+    cfg = load_config(params)
+    html = write_report(tmp_path / "reports", metrics, {"finetune": summary}, {"finetune": model_dir}, cfg).read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched: opens offline
     assert html.count("data:image/png;base64,") == 3
     assert "r&amp;d &lt;x&gt;" in html and "<x>" not in html
     assert "misclassified_dense.png" in html and "birds: 1.5" in html
     (tmp_path / "reports" / "report.html").unlink()
     assert f"<code>{Path(paths[0]).name}</code>" in html  # the one image shown in dense's gallery, named
-    assert f"<h1>{load_config(params).data.name}: evaluation report</h1>" in html
+    assert f"<h1>{cfg.data.name}: evaluation report</h1>" in html
     report_main(["--reports", str(tmp_path / "reports"), "--finetune", str(model_dir), "--params", str(params)])
     assert (tmp_path / "reports" / "report.html").read_text() == html

@@ -82,7 +82,7 @@ def test_finetune_without_augmentation_trains_on_cached_activations_and_saves_th
     y = np.array([r.label == "dogs" for r in val], dtype=np.float32)
     p = model.predict(image_dataset([r.path for r in val], None, cfg.backbone.image_size, 8), verbose=0)[:, 0]
     loss = float(keras.losses.binary_crossentropy(y, p))
-    assert loss == pytest.approx(summary["val_loss"], abs=2e-3)  # the saved model is the best epoch's
+    assert loss == pytest.approx(summary.val_loss, abs=2e-3)  # the saved model is the best epoch's
 
 
 TWO_REPLICAS = """

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.contracts import ExecutionRecord
 from pipeline.files import read_json
 from pipeline.layout import SPLITS
 from pipeline.model.backbone import BASE_NAME
@@ -35,8 +36,8 @@ def test_execution_records_hold_what_each_run_measured(tiny_project):
     assert read_json(d.execution("download"))["source"] == str(tiny_project.archive)
     for head in ("dense", "finetune"):
         summary = read_json(d.model_dir(head) / "summary.json")
-        run = read_json(d.execution(f"train_{head}"))
-        assert run["epochs_run"] == summary["epochs_run"] and run["seconds"] > 0
+        run = ExecutionRecord.load(d.execution(f"train_{head}"))
+        assert run.epochs_run == summary["epochs_run"] and run.seconds and run.seconds > 0
         assert not {"train_seconds", "seconds_per_epoch"} & set(summary)  # timings: the execution record only
 
 
@@ -96,12 +97,8 @@ def test_evaluate_writes_metrics_and_plots(tiny_project):
 def test_evaluate_on_another_labelled_folder(tiny_project, tmp_path):
     d, cfg = tiny_project.data, tiny_project.cfg
     other = make_dataset(tmp_path / "other", per_class=5, layout="flat")
-    metrics = evaluate_folder(
-        other, d.model_dir("dense"), d.model_dir("finetune"), tmp_path / "r", cfg.backbone, cfg.evaluate
-    )
-    assert metrics["dense"]["n"] == metrics["finetune"]["n"] == 10
+    metrics = evaluate_folder(other, d.model_dir("dense"), d.model_dir("finetune"), tmp_path / "r", cfg)
+    assert metrics["dense"].n == metrics["finetune"].n == 10
     make_image(other / "zebras" / "z.jpg", 2, 0)
     with pytest.raises(ValueError, match="zebras"):
-        evaluate_folder(
-            other, d.model_dir("dense"), d.model_dir("finetune"), tmp_path / "r2", cfg.backbone, cfg.evaluate
-        )
+        evaluate_folder(other, d.model_dir("dense"), d.model_dir("finetune"), tmp_path / "r2", cfg)

@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
+from pipeline.contracts import PrepareSummary
 from pipeline.data.dataset import DatasetError
 from pipeline.data.manifest import read_manifest
-from pipeline.files import read_json
 from pipeline.stages.prepare import prepare
 from tests.helpers.images import make_dataset, make_image
 from tests.helpers.params import tiny_config
@@ -21,13 +21,13 @@ def _run(raw, out, **split):
 def test_archive_layout_keeps_train_and_carves_test_from_validation(tmp_path):
     make_dataset(tmp_path / "raw" / "wrapper", per_class=20)  # 12 train + 8 validation per class
     summary, rows = _run(tmp_path / "raw", tmp_path / "o")
-    assert len(rows) == 40 and summary["images"] == 40
+    assert len(rows) == 40 and summary.images == 40
     per = Counter((r.label, r.split) for r in rows)
     for c in ("cats", "dogs"):
         assert per[(c, "train")] == 12 and per[(c, "validation")] == 4 and per[(c, "test")] == 4
     assert all(r.source.startswith("train/") for r in rows if r.split == "train")
     assert all(r.source.startswith("validation/") for r in rows if r.split != "train")
-    assert read_json(tmp_path / "o" / "prepare.json") == summary
+    assert PrepareSummary.load(tmp_path / "o" / "prepare.json") == summary
     assert len({r.sha256 for r in rows}) == 40
 
 
@@ -54,7 +54,7 @@ def test_identical_images_across_splits_are_reported(tmp_path):
     raw = make_dataset(tmp_path / "raw", per_class=20)
     (raw / "validation" / "cats" / "copy.jpg").write_bytes((raw / "train" / "cats" / "cats.0.jpg").read_bytes())
     summary, _ = _run(tmp_path / "raw", tmp_path / "o")
-    assert summary["cross_split_duplicates"] == 1
+    assert summary.cross_split_duplicates == 1
     assert "cats.0.jpg" in (tmp_path / "o" / "prepared" / "duplicates.csv").read_text()
 
 
