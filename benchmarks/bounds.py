@@ -79,7 +79,7 @@ def served_model(tmp: Path) -> str:
     import mlflow
 
     from pipeline.config import load_config
-    from pipeline.files import write_json
+    from pipeline.contracts import TrainingSummary
     from pipeline.layout import MODEL_FILE, SUMMARY_FILE
     from pipeline.model.backbone import conv_base
     from pipeline.model.heads import build_dense_head, build_finetune_model
@@ -90,7 +90,11 @@ def served_model(tmp: Path) -> str:
     model_dir = tmp / "model"
     model_dir.mkdir(exist_ok=True)
     build_finetune_model(head, cfg.backbone, cfg.finetune).save(model_dir / MODEL_FILE)
-    write_json(model_dir / SUMMARY_FILE, {"classes": ["cats", "dogs"]})
+    # the served model reads its classes from summary.json; the training numbers are placeholders
+    summary = TrainingSummary(
+        classes=["cats", "dogs"], epochs_run=1, best_epoch=1, val_loss=0.5, val_accuracy=0.5, class_weight=None
+    )
+    summary.save(model_dir / SUMMARY_FILE)
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     with mlflow.start_run():
         return log_pyfunc_model(model_dir, cfg.evaluate.tta_flip, real_images(tmp, 1)[0]).model_uri

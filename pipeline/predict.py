@@ -20,15 +20,15 @@ import tempfile
 from pathlib import Path
 
 from pipeline.cli import output, parser, run_cli, setup_logging
-from pipeline.config import BackboneConfig, Config, load_config
+from pipeline.config import Config, load_config
+from pipeline.contracts import ContractError, TrainingSummary
 from pipeline.data.archive import DownloadError, fetch
 from pipeline.data.naming import IMAGE_SUFFIXES
-from pipeline.files import csv_kind, log, read_json, write_csv
+from pipeline.files import csv_kind, log, write_csv
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE, DatasetLayout
 from pipeline.model.inference import load_for_inference
 from pipeline.model.predictor import PredictError, Prediction, Predictor, predictor_for
-from pipeline.summary import shipped_line
-from pipeline.tracking.store import TrackingError, check_reachable, tracking_uri
+from pipeline.tracking.store import RUN_CONFIG, TrackingError, check_reachable, run_config, tracking_uri
 
 MAX_DOWNLOAD = 50 << 20  # bytes; far above any photo, stops a wrong URL from filling the disk
 URL_TIMEOUT_S = 30
@@ -39,22 +39,22 @@ CSV = csv_kind(COLUMNS)  # --csv replaces only a predictions CSV (of any model's
 
 def from_model_dir(model_dir: Path, cfg: Config) -> Predictor:
     """A train_dense / train_finetune output folder: model.keras, class names from summary.json."""
-    model_file, summary = model_dir / MODEL_FILE, model_dir / SUMMARY_FILE
-    if not (model_file.is_file() and summary.is_file()):
+    model_file, summary_file = model_dir / MODEL_FILE, model_dir / SUMMARY_FILE
+    if not (model_file.is_file() and summary_file.is_file()):
         raise PredictError(
             f"{model_dir}: no {MODEL_FILE} + {SUMMARY_FILE} there; train one (dvc repro) or give "
             f"--model-dir / --model-uri"
         )
     model = load_for_inference(model_file)
-    facts = read_json(summary)
-    if "shipped" in facts:  # the fine-tune stage's folder: say which candidate it ships
-        log.info("model %s ships %s", model_dir, shipped_line(facts))
-    return predictor_for(model, facts["classes"], cfg.backbone, cfg.evaluate.tta_flip)
+    summary = TrainingSummary.load(summary_file)
+    if summary.shipped is not None:  # the fine-tune stage's folder: say which candidate it ships
+        log.info("model %s ships %s", model_dir, summary.shipped_line())
+    return predictor_for(model, summary.classes, cfg.backbone, cfg.evaluate.tta_flip)
 
 
 def from_model_uri(uri: str) -> Predictor:
     """An MLflow model: the served pyfunc model (pipeline/tracking/served.py) or a Keras model logged by the track
-    stage, whose run holds the class names (summary.json) and the params it was trained with."""
+    stage, whose run holds the class names (summary.json) and the parameters it was trained with (RUN_CONFIG)."""
     import mlflow
 
     store = tracking_uri()
@@ -69,26 +69,23 @@ def from_model_uri(uri: str) -> Predictor:
                     f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/tracking/served.py"
                 )
             return wrapper.predictor
-        params = mlflow.MlflowClient().get_run(info.run_id).data.params
+        logged = {f.path for f in mlflow.MlflowClient().list_artifacts(info.run_id)}
+        if missing := [f for f in (SUMMARY_FILE, RUN_CONFIG) if f not in logged]:
+            raise PredictError(
+                f"{uri}: its run {info.run_id} holds no {' or '.join(missing)} (the track stage logs them beside "
+                f"the model; older runs lack {RUN_CONFIG}): use its served model (<name>-classifier-served), or "
+                f"--model-dir"
+            )
         with tempfile.TemporaryDirectory() as tmp:
-            classes = read_json(
-                mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=SUMMARY_FILE, dst_path=tmp)
-            )["classes"]
+            fetched = {
+                f: Path(mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=f, dst_path=tmp))
+                for f in (SUMMARY_FILE, RUN_CONFIG)
+            }
+            summary, cfg = TrainingSummary.load(fetched[SUMMARY_FILE]), run_config(fetched[RUN_CONFIG])
         model = mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as err:
         raise PredictError(f"{uri}: {err.message}") from None
-    try:  # run params are strings
-        backbone = BackboneConfig.model_validate(  # a dict: pydantic, not the caller, checks name and weights
-            {
-                "name": params["backbone.name"],
-                "alpha": float(params["backbone.alpha"]),
-                "image_size": int(params["backbone.image_size"]),
-                "weights": None if params["backbone.weights"] == "None" else params["backbone.weights"],
-            }
-        )
-    except KeyError as key:
-        raise PredictError(f"{uri}: its run has no parameter {key}: log params.yaml with the model") from None
-    return predictor_for(model, classes, backbone, params.get("evaluate.tta_flip", "True") == "True")
+    return predictor_for(model, summary.classes, cfg.backbone, cfg.evaluate.tta_flip)
 
 
 def _download(url: str, dest: Path) -> Prediction | tuple[str, Path]:
@@ -176,4 +173,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, PredictError, TrackingError)
+    run_cli(main, PredictError, TrackingError, ContractError)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow.entities import RunTag
 
-from pipeline.files import log, read_json
+from pipeline.contracts import ExecutionRecord
+from pipeline.files import log
 from pipeline.layout import DatasetLayout
-from pipeline.tracking.live import RUN_ID_KEY
 from pipeline.tracking.owner import ADOPTED, ORPHANED, STATE_TAG, TRAINED, TRAINING
 
 Span = tuple[int | None, int | None]  # started_ms, ended_ms; None: unknown (MLflow then uses the logging time)
@@ -26,54 +25,49 @@ class ChildRun:
     adopted: bool  # the training stage's live run: it holds the epochs logged live already
 
 
-def training_record(data: DatasetLayout, head: str) -> Path:
-    """The execution record of `head`'s training stage: its child run's times, the live run it logged to."""
-    return data.execution(f"train_{head}")
+def training_record(layout: DatasetLayout, head: str) -> ExecutionRecord:
+    """The execution record of `head`'s training stage (empty when it came from DVC's cache, or never ran here):
+    its child run's times, the live run it logged to."""
+    return ExecutionRecord.load_if_any(layout.execution(f"train_{head}"))
 
 
-def _facts(record: Path) -> dict:
-    return read_json(record) if record.exists() else {}  # none: the stage came from DVC's cache, or never ran here
+def stage_span(record: ExecutionRecord) -> Span:
+    return record.started_ms, record.ended_ms  # records from before they kept times have none
 
 
-def stage_span(record: Path) -> Span:
-    facts = _facts(record)
-    return facts.get("started_ms"), facts.get("ended_ms")  # records from before they kept times have none
-
-
-def execution_span(data: DatasetLayout) -> Span:
+def execution_span(layout: DatasetLayout) -> Span:
     """From the earliest start to the latest end among the stages' records: what the pipeline run took."""
-    pattern = data.execution("*")
-    spans = [stage_span(record) for record in sorted(pattern.parent.glob(pattern.name))]
+    pattern = layout.execution("*")
+    spans = [stage_span(ExecutionRecord.load(f)) for f in sorted(pattern.parent.glob(pattern.name))]
     starts, ends = [s for s, _ in spans if s is not None], [e for _, e in spans if e is not None]
     return min(starts, default=None), max(ends, default=None)
 
 
-def timing_metrics(record: Path) -> dict[str, float]:
+def timing_metrics(record: ExecutionRecord) -> dict[str, float]:
     """train_seconds and seconds_per_epoch (over every ensemble member's epochs) from a training stage's record,
     only where they are finite numbers."""
-    facts = _facts(record)
-    seconds, epochs = facts.get("seconds"), facts.get("epochs_run")
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+    seconds, epochs = record.seconds, record.epochs_run
+    if seconds is None or not math.isfinite(seconds):
         return {}
     metrics = {"train_seconds": float(seconds)}
-    if isinstance(epochs, int) and epochs > 0:
+    if epochs is not None and epochs > 0:
         metrics["seconds_per_epoch"] = round(seconds / epochs, 1)
     return metrics
 
 
-def adoptable_live_run(record: Path, experiment_id: str, owner: dict[str, str]) -> str | None:
+def adoptable_live_run(record: ExecutionRecord, experiment_id: str, owner: dict[str, str]) -> str | None:
     """The live run the training stage logged to, if this track can make it the head's child: in this store and
     experiment, and not yet adopted (a track that reran without retraining logs a new child instead) nor ended by
     a sweep. It is claimed for `owner` (owner.claim's tags) at once, so no sweep takes it for its finished stage's.
     A live run that can't be adopted for another reason is tagged orphaned, so it is never mistaken for a child."""
-    run_id = _facts(record).get(RUN_ID_KEY)
+    run_id = record.mlflow_live_run_id
     if not run_id:
         return None
     client = mlflow.MlflowClient()
     try:
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException:  # logged to another store (a server, when this track logs locally)
-        log.warning("live run %s of %s is not in this tracking store: logging a new child run", run_id, record.name)
+        log.warning("live run %s is not in this tracking store: logging a new child run", run_id)
         return None
     if run.data.tags.get(STATE_TAG) not in (TRAINING, TRAINED):
         return None  # adopted by an earlier track (this one reran without retraining), orphaned, or failed
@@ -85,7 +79,7 @@ def adoptable_live_run(record: Path, experiment_id: str, owner: dict[str, str]) 
 
 
 def child_run(
-    live: str | None, record: Path, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]
+    live: str | None, record: ExecutionRecord, experiment_id: str, parent_id: str, name: str, tags: dict[str, str]
 ) -> ChildRun:
     """The head's child run of `parent_id`: the training stage's `live` run (adoptable_live_run), adopted (its
     name, the execution's tags, the parent link), else a new run starting when the stage started."""
@@ -106,7 +100,7 @@ def terminate(run_id: str, span: Span) -> None:
         mlflow.MlflowClient().set_terminated(run_id, "FINISHED", end_time=span[1])
 
 
-def orphan(run_id: str, record: Path) -> None:
+def orphan(run_id: str, record: ExecutionRecord) -> None:
     """A live run claimed but not adopted (its execution was logged before): tagged orphaned, ended as trained."""
     client = mlflow.MlflowClient()
     client.set_tag(run_id, STATE_TAG, ORPHANED)

@@ -3,9 +3,12 @@ image model, the one users serve), and the runs and versions an earlier track of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mlflow
 
 from pipeline.config import Config
+from pipeline.contracts import Champion
 from pipeline.layout import HEADS, SHIPPING_HEAD
 from pipeline.tracking.lineage import EXECUTION_TAG
 from pipeline.tracking.owner import PARENT_TAG
@@ -57,19 +60,19 @@ def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
     return min(same, key=lambda v: (float(v.tags[VAL_LOSS_TAG]), int(v.version)), default=None)
 
 
-def _described(version, changed: bool) -> dict:
-    return {
-        "version": int(version.version),
-        "head": version.tags.get("head"),
-        "shipped": version.tags[SHIPPED_TAG],
-        "val_loss": float(version.tags[VAL_LOSS_TAG]),
-        "test_accuracy": float(version.tags["test_accuracy"]),
-        "served_version": int(version.tags[SERVED_TAG]),
-        "changed": changed,
-    }
+def _described(version, changed: bool) -> Champion:
+    return Champion(
+        version=int(version.version),
+        head=version.tags["head"],  # log_head tags every version with its head
+        shipped=version.tags[SHIPPED_TAG],
+        val_loss=float(version.tags[VAL_LOSS_TAG]),
+        test_accuracy=float(version.tags["test_accuracy"]),
+        served_version=int(version.tags[SERVED_TAG]),
+        changed=changed,
+    )
 
 
-def register_champion(name: str, versions: dict[str, int], workspace: bool) -> dict | None:
+def register_champion(name: str, versions: dict[str, int], workspace: bool) -> Champion | None:
     """Move `champion` to this execution's shipped model (the fine-tune stage's version) if it beats the one
     holding it on validation, on `name` and on its served image model alike. An execution outside the workspace
     (`workspace` False: an experiment, applied or not) moves nothing: what users serve changes only with what the
@@ -92,9 +95,19 @@ def register_champion(name: str, versions: dict[str, int], workspace: bool) -> d
     return _described(chosen, changed=moved)
 
 
-def logged_execution(experiment_id: str, execution: str, name: str) -> dict | None:
-    """The earliest finished track of `execution` whose every head has its versions: its parent, children and
-    versions (mlflow.json's keys); None when there is none. The same outputs tracked again reuse it."""
+@dataclass(frozen=True)
+class TrackedRuns:
+    """What one track logged: its parent run, each head's child run and its versions (mlflow.json's keys)."""
+
+    parent_run_id: str
+    child_run_ids: dict[str, str]  # head -> run id
+    model_versions: dict[str, int]  # head -> version of `name`
+    served_versions: dict[str, int]  # head -> version of served_name(name)
+
+
+def logged_execution(experiment_id: str, execution: str, name: str) -> TrackedRuns | None:
+    """The earliest finished track of `execution` whose every head has its versions; None when there is none.
+    The same outputs tracked again reuse it."""
     client = mlflow.MlflowClient()
     runs = client.search_runs(
         [experiment_id],
@@ -112,10 +125,10 @@ def logged_execution(experiment_id: str, execution: str, name: str) -> dict | No
             for head, run_id in children.items()
         }
         if all({name, served_name(name)} <= set(versions) for versions in found.values()):
-            return {
-                "parent_run_id": parent.info.run_id,
-                "child_run_ids": {head: children[head] for head in HEADS},
-                "model_versions": {head: found[head][name] for head in HEADS},
-                "served_versions": {head: found[head][served_name(name)] for head in HEADS},
-            }
+            return TrackedRuns(
+                parent.info.run_id,
+                {head: children[head] for head in HEADS},
+                {head: found[head][name] for head in HEADS},
+                {head: found[head][served_name(name)] for head in HEADS},
+            )
     return None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 
+from pipeline.contracts import TrackRecord
 from pipeline.evaluation.report_html import PROVENANCE_NOTE
 from pipeline.layout import REPORT_FILE
 from pipeline.links import mlflow_run_url
@@ -25,28 +26,28 @@ def run_link(uri: str, experiment_id: str, run_id: str) -> str:
     return f"<code>{escape(run_id)}</code> (experiment {escape(experiment_id)} in <code>{escape(uri)}</code>)"
 
 
-def provenance_rows(record: dict, tags: dict[str, str], ended_ms: int | None) -> list[tuple[str, str]]:
+def provenance_rows(record: TrackRecord, tags: dict[str, str], ended_ms: int | None) -> list[tuple[str, str]]:
     """(label, HTML) rows from the track stage's record (mlflow.json's content) and the runs' tags."""
-    uri, experiment = record["tracking_uri"], record["experiment_id"]
+    uri, experiment = record.tracking_uri, record.experiment_id
     when = "unknown (no execution records)"
     if ended_ms is not None:
         when = datetime.datetime.fromtimestamp(ended_ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    champion = record["champion"]
-    alias = f"<code>{escape(record['registered_model'])}@champion</code>"
+    champion = record.champion
+    alias = f"<code>{escape(record.registered_model)}@champion</code>"
     if champion is None:
         held = f"{alias}: none yet"
     else:
-        kept = "moved here" if champion["changed"] else "kept"
-        what = f"ships {escape(str(champion.get('shipped')))}, validation log loss {champion.get('val_loss')}"
-        held = f"{alias}: version {champion['version']} ({what}; {kept})"
-    if not record["workspace"]:
+        kept = "moved here" if champion.changed else "kept"
+        what = f"ships {escape(str(champion.shipped))}, validation log loss {champion.val_loss}"
+        held = f"{alias}: version {champion.version} ({what}; {kept})"
+    if not record.workspace:
         held += " (an execution outside the workspace moves no alias)"
     rows = [
         ("execution ended", escape(when)),
         ("git commit", f"<code>{escape(tags.get(COMMIT_TAG, 'none (not a git checkout)'))}</code>"),
         ("DVC experiment", escape(tags.get(EXP_NAME_TAG, "none (the workspace)"))),
-        ("MLflow parent run", run_link(uri, experiment, record["parent_run_id"])),
-        *((f"MLflow run, {head}", run_link(uri, experiment, rid)) for head, rid in record["child_run_ids"].items()),
+        ("MLflow parent run", run_link(uri, experiment, record.parent_run_id)),
+        *((f"MLflow run, {head}", run_link(uri, experiment, rid)) for head, rid in record.child_run_ids.items()),
         ("champion", held),
     ]
     return rows

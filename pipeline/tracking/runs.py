@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
 from pipeline.config import Config
+from pipeline.contracts import Metrics, TrainingSummary
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.files import read_json, sha256_file
 from pipeline.layout import (
@@ -33,6 +35,7 @@ from pipeline.tracking.owner import Run
 from pipeline.tracking.records import ChildRun, timing_metrics, training_record
 from pipeline.tracking.registry import DATA_TAG, SERVED_TAG, SHIPPED_TAG, VAL_LOSS_TAG, model_name, served_name
 from pipeline.tracking.served import image_model, log_pyfunc_model
+from pipeline.tracking.store import RUN_CONFIG, save_run_config
 
 
 def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, object]:
@@ -95,46 +98,57 @@ def log_files(files: list[Path], artifact_path: str | None = None) -> None:
             mlflow.log_artifact(str(f), artifact_path)
 
 
-def log_plots(data: DatasetLayout, names: list[str]) -> None:
+def log_plots(layout: DatasetLayout, names: list[str]) -> None:
     """The plots `names` (of layout's registry) that the evaluate stage wrote, under the run's plots/."""
-    log_files([data.plots / name for name in names], "plots")
+    log_files([layout.plots / name for name in names], "plots")
+
+
+def log_run_config(cfg: Config) -> None:
+    """The execution's Config as store.RUN_CONFIG in the active run: what predict --model-uri reads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_run_config(cfg, Path(tmp) / RUN_CONFIG)
+        mlflow.log_artifact(str(Path(tmp) / RUN_CONFIG))
 
 
 def log_head(
-    data: DatasetLayout, head: str, run: ChildRun, *, cfg: Config, params: dict
+    layout: DatasetLayout, head: str, run: ChildRun, *, cfg: Config, params: dict
 ) -> tuple[mlflow.models.model.ModelInfo, int]:
-    """`head`'s child run `run` of the active parent, from the outputs under `data`: the execution's `params`,
-    per-epoch history, test metrics, plots, the head's image model and its served image-file model, each
-    registered: the head's version (its ModelInfo, returned with the served version) tagged with the served one."""
-    model_dir, test = data.model_dir(head), read_json(data.metrics)[head]
+    """`head`'s child run `run` of the active parent, from the outputs under `layout`: the execution's `params`
+    (and its Config), per-epoch history, test metrics, plots, the head's image model and its served image-file
+    model, each registered: the head's version (its ModelInfo, returned with the served version) tagged with the
+    served one."""
+    model_dir, test = layout.model_dir(head), Metrics.load(layout.metrics)[head]
     with mlflow.start_run(run_id=run.run_id, nested=True):
         mlflow.log_params({**params, "head": head})
         log_history(run, history_metrics(model_dir / HISTORY_FILE))
-        summary = read_json(model_dir / SUMMARY_FILE)
+        summary = TrainingSummary.load(model_dir / SUMMARY_FILE)
         # Step-0 metrics logged before the model are linked to it too (its page in the Models tab). The model
         # keeps its best epoch's weights: best_val_* are its validation scores, the history's last point is not.
         mlflow.log_metrics(
             {
-                **{k: float(summary[k]) for k in ("best_epoch", "epochs_run")},
-                **{f"best_{k}": float(summary[k]) for k in ("val_loss", "val_accuracy")},
-                **timing_metrics(training_record(data, head)),
-                **{f"test_{k}": float(test[k]) for k in METRIC_NAMES if k in test},
+                "best_epoch": float(summary.best_epoch),
+                "epochs_run": float(summary.epochs_run),
+                "best_val_loss": summary.val_loss,
+                "best_val_accuracy": summary.val_accuracy,
+                **timing_metrics(training_record(layout, head)),
+                **{f"test_{k}": float(v) for k in METRIC_NAMES if (v := getattr(test, k)) is not None},
             }
         )
         log_files([model_dir / SUMMARY_FILE, model_dir / HISTORY_FILE])
-        log_plots(data, [confusion_png(head), curves_png(head), ROC_PNG, misclassified_png(head), gradcam_png(head)])
+        log_run_config(cfg)
+        log_plots(layout, [confusion_png(head), curves_png(head), ROC_PNG, misclassified_png(head), gradcam_png(head)])
         # The version is created with its tags (what the champion comparison reads) in one request: a crash
         # can't leave a version without them.
         version_tags = {
             "head": head,
-            VAL_LOSS_TAG: str(summary["val_loss"]),
-            "test_accuracy": str(float(test["accuracy"])),  # reported: it chooses nothing
+            VAL_LOSS_TAG: str(summary.val_loss),
+            "test_accuracy": str(test.accuracy),  # reported: it chooses nothing
             DATA_TAG: str(params[DATA_TAG]),
         }
-        if SHIPPED_TAG in summary:  # the fine-tune stage's choice on validation
-            version_tags[SHIPPED_TAG] = str(summary[SHIPPED_TAG])
+        if summary.shipped is not None:  # the fine-tune stage's choice on validation
+            version_tags[SHIPPED_TAG] = summary.shipped
         # The image-file model that `mlflow models serve` answers requests with, first: the head's version names it.
-        image = example_image(data.manifest)
+        image = example_image(layout.manifest)
         served = log_pyfunc_model(
             model_dir,
             cfg.evaluate.tta_flip,

@@ -34,8 +34,8 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline.config import BackboneConfig
+from pipeline.contracts import ServedMeta, TrainingSummary
 from pipeline.data.images import MAX_MEGAPIXELS, over_bound
-from pipeline.files import read_json, write_json
 from pipeline.imports import closure
 from pipeline.layout import MODEL_FILE, PROJECT, SUMMARY_FILE
 from pipeline.model.heads import dense_on_images, takes_images
@@ -44,6 +44,7 @@ from pipeline.model.predictor import Prediction, Predictor
 from pipeline.tracking.lineage import pip_requirements
 
 INPUT_COLUMN = "image"
+SERVED_META_FILE = "meta.json"  # beside the served model's model.keras: its ServedMeta
 # A binary column: the scoring server base64-decodes it, Python callers pass bytes.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec(DataType.binary, INPUT_COLUMN)]))
 EXTRA_REQUIREMENTS = ("pillow", "pandas", "pydantic", "PyYAML")  # what the pipeline code imports besides Keras
@@ -88,11 +89,11 @@ class ImageClassifier(PythonModel):
     """Rows of image bytes in, one row of class / probability / probabilities / error out per image."""
 
     def load_context(self, context) -> None:
-        meta = read_json(context.artifacts["meta"])
+        meta = ServedMeta.load(context.artifacts["meta"])
         model = load_for_inference(context.artifacts["model"])
         self.bounds = bounds()
         self.predictor = Predictor(
-            model, meta["classes"], meta["image_size"], meta["tta_flip"], self.bounds["PIPELINE_SERVE_MAX_IMAGE_MP"]
+            model, meta.classes, meta.image_size, meta.tta_flip, self.bounds["PIPELINE_SERVE_MAX_IMAGE_MP"]
         )
         # the scoring server runs each request in a thread of one process: this caps the decodes held at once
         self.turns = threading.BoundedSemaphore(self.bounds["PIPELINE_SERVE_DECODERS"])
@@ -187,15 +188,9 @@ def log_pyfunc_model(
         raise ValueError(f"{model_dir}: the model takes {tuple(shape)}, not RGB images: give its backbone")
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / MODEL_FILE)  # without the optimizer state: half the size
-        meta = Path(tmp) / "meta.json"
-        write_json(
-            meta,
-            {
-                "classes": read_json(model_dir / SUMMARY_FILE)["classes"],
-                "image_size": int(shape[1]),
-                "tta_flip": tta_flip,
-            },
-        )
+        meta = Path(tmp) / SERVED_META_FILE
+        classes = TrainingSummary.load(model_dir / SUMMARY_FILE).classes
+        ServedMeta(classes=classes, image_size=int(shape[1]), tta_flip=tta_flip).save(meta)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=ImageClassifier(),

@@ -1,4 +1,5 @@
-"""Where runs are logged (MLflow tracking URI and artifact location) and whether that place answers."""
+"""Where runs are logged (MLflow tracking URI and artifact location), whether that place answers, and the typed
+parameters a head's run holds beside its model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipeline.files import log
+from pydantic import ValidationError
+
+from pipeline.config import Config
+from pipeline.contracts import ContractError
+from pipeline.files import log, write_json
 from pipeline.layout import PROJECT
 from pipeline.links import is_server
 
@@ -17,6 +22,9 @@ PROBE_TIMEOUT_S = 5
 # MLflow's defaults (7 retries with backoff, 120 s timeout) turn a server that dies mid-run into minutes of
 # waiting; the track CLI applies these unless the environment sets them.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# In each head's run beside summary.json: the execution's Config as JSON, what a Keras model logged there is
+# predicted with (its backbone, evaluate.tta_flip). MLflow's run params are text ("None", "True"): not parsed back.
+RUN_CONFIG = "config.json"
 
 
 class TrackingError(RuntimeError):
@@ -38,6 +46,18 @@ def artifact_location(uri: str) -> str | None:
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
+
+
+def save_run_config(cfg: Config, path: Path) -> None:
+    write_json(path, cfg.model_dump(mode="json"))
+
+
+def run_config(path: Path) -> Config:
+    """A RUN_CONFIG file, validated as params.yaml is (strict types, no unknown keys)."""
+    try:
+        return Config.model_validate_json(path.read_bytes())
+    except ValidationError as err:
+        raise ContractError(f"{path} is not a Config file (pipeline/config.py):\n{err}") from None
 
 
 def check_reachable(uri: str) -> None:

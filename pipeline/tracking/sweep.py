@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.cli import parser, run_cli
 from pipeline.config import load_config
-from pipeline.files import read_json
+from pipeline.contracts import ContractError, TrainingSummary
 from pipeline.layout import SUMMARY_METRICS, stage_parts
 from pipeline.tracking.lineage import workspace_tags
 
@@ -58,12 +58,12 @@ def child(uri: str, parent_id: str, params: Path, summary: Path, stages: dict, t
         experiment_id = client.get_run(parent_id).info.experiment_id
     except Exception as err:  # MlflowException (unknown run) or a connection error: one line either way
         raise SweepTrackingError(f"parent run {parent_id} on {uri}: {err}") from None
-    values = read_json(summary)
+    trained = TrainingSummary.load(summary)
     # The git commit and, when the trial set DVC_EXP_NAME, its DVC experiment (the tags a pipeline run gets).
     run_tags = {**workspace_tags(params.resolve().parent), **tags, "mlflow.parentRunId": parent_id, "sweep": "trial"}
     run_tags |= {f"stage.{stage_parts(stage)[0]}": r["outcome"] for stage, r in stages.items()}
     run = client.create_run(experiment_id, tags=run_tags, run_name=tags.get("setting"))
-    metrics = {m: values[m] for m in SUMMARY_METRICS if values.get(m) is not None}
+    metrics = {m: getattr(trained, m) for m in SUMMARY_METRICS}
     metrics |= {f"seconds.{stage_parts(stage)[0]}": r["seconds"] for stage, r in stages.items()}
     client.log_batch(
         run.info.run_id,
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             out = close(args.tracking_uri, args.parent, args.status)
         sys.stdout.write(json.dumps(out) + "\n")
 
-    run_cli(run, SweepTrackingError)
+    run_cli(run, SweepTrackingError, ContractError)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import pytest
 from PIL import Image
 
 from pipeline.data.images import MAX_MEGAPIXELS
-from pipeline.files import write_json
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE
 from pipeline.model.predictor import Predictor
 from pipeline.predict import predict
@@ -31,6 +30,7 @@ from tests.helpers.images import make_image
 from tests.helpers.params import tiny_params, write_params
 from tests.helpers.processes import env, start, stop
 from tests.helpers.servers import free_port, wait_healthy
+from tests.helpers.tracking import summary_of
 
 BOUND = f"above the bound of {MAX_MEGAPIXELS} MP per image"
 
@@ -131,7 +131,7 @@ def server(tmp_path_factory):
     inputs = keras.Input((16, 16, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled)).save(model_dir / MODEL_FILE)
-    write_json(model_dir / SUMMARY_FILE, {"classes": ["cats", "dogs"]})
+    summary_of(["cats", "dogs"]).save(model_dir / SUMMARY_FILE)
     make_image(tmp / "good.jpg", 0, 0)
     store = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(store)

@@ -11,7 +11,6 @@ import tensorflow as tf
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 from PIL import Image
 
-from pipeline.files import write_json
 from pipeline.layout import MODEL_FILE, SUMMARY_FILE
 from pipeline.model.features import feature_function, stream_features
 from pipeline.model.inputs import decode
@@ -21,6 +20,7 @@ from pipeline.tracking.served import SIGNATURE, log_pyfunc_model
 from tests.helpers.faults import bad_crc_png
 from tests.helpers.images import make_image
 from tests.helpers.params import tiny_params, write_params
+from tests.helpers.tracking import summary_of
 
 CLASSES = ["cats", "dogs"]
 
@@ -70,7 +70,7 @@ def test_predict_answers_each_file_and_exits_1(files, tmp_path, capsys):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     _classifier().save(model_dir / MODEL_FILE)
-    write_json(model_dir / SUMMARY_FILE, {"classes": CLASSES})
+    summary_of(CLASSES).save(model_dir / SUMMARY_FILE)
     params = write_params(tmp_path / "params.yaml", tiny_params())
     with pytest.raises(SystemExit) as stop:
         main(["--params", str(params), "--model-dir", str(model_dir), str(good[0]), str(bad), str(good[1])])
@@ -88,7 +88,7 @@ def test_served_model_answers_per_row_in_every_request_format(files, tmp_path, f
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     _classifier().save(model_dir / MODEL_FILE)
-    write_json(model_dir / SUMMARY_FILE, {"classes": CLASSES})
+    summary_of(CLASSES).save(model_dir / SUMMARY_FILE)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("served")  # not the experiment id an earlier test's track() left active (another store's)
     with mlflow.start_run():

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.contracts import TrainingSummary
 from tests.helpers.pipeline import TinyProject
 
 SERVED = "tiny-served"  # the registered model of conftest's served_store
+
+
+def summary_of(classes: list[str]) -> TrainingSummary:
+    """A summary.json for a model made in a test: its classes; the training numbers are placeholders."""
+    return TrainingSummary(
+        classes=classes, epochs_run=1, best_epoch=1, val_loss=0.5, val_accuracy=0.5, class_weight=None
+    )
 
 
 def register_served(project: TinyProject, store: Path, name: str) -> str:

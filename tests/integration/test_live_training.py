@@ -11,11 +11,11 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config import parse_config
-from pipeline.files import read_json
+from pipeline.contracts import ExecutionRecord
 from pipeline.layout import DatasetLayout
 from pipeline.stages.track import track
 from pipeline.tracking.lineage import EXECUTION_TAG, run_name
-from pipeline.tracking.live import FAILED, RUN_ID_KEY, STATE_TAG
+from pipeline.tracking.live import FAILED, STATE_TAG
 from tests.helpers.params import renamed, write_params
 from tests.helpers.pipeline import run_stage, stage_command
 from tests.helpers.processes import env
@@ -45,8 +45,8 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
     run_stage("train_dense", data, root / "params.yaml")
 
     client = MlflowClient(mlflow_server)
-    record = read_json(data.execution("train_dense"))
-    live = client.get_run(record[RUN_ID_KEY])  # logged by the training stage, before any track
+    record = ExecutionRecord.load(data.execution("train_dense"))
+    live = client.get_run(record.mlflow_live_run_id)  # logged by the training stage, before any track
     assert live.info.run_name == run_name({"mlflow.source.git.commit": tiny_project.commit}, "dense")
     assert live.info.status == "FINISHED" and live.data.tags[STATE_TAG] == "trained"
     assert "mlflow.parentRunId" not in live.data.tags  # not a child until track adopts it
@@ -55,19 +55,19 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
         assert _history(client, live.info.run_id, key) == [(int(row[0]), float(row[i])) for row in history]
 
     first = track(parse_config(params), data, root / "dvc.lock", tmp_path / "first.json")
-    assert first["child_run_ids"]["dense"] == live.info.run_id
+    assert first.child_run_ids["dense"] == live.info.run_id
     adopted = client.get_run(live.info.run_id)
-    assert adopted.data.tags["mlflow.parentRunId"] == first["parent_run_id"]
+    assert adopted.data.tags["mlflow.parentRunId"] == first.parent_run_id
     assert adopted.data.tags[STATE_TAG] == "adopted" and EXECUTION_TAG in adopted.data.tags
     assert adopted.data.params["head"] == "dense" and "test_accuracy" in adopted.data.metrics
-    assert adopted.info.end_time == record["ended_ms"]  # the stage's end, not the track's
+    assert adopted.info.end_time == record.ended_ms  # the stage's end, not the track's
     for i, key in enumerate(KEYS, start=1):  # one point per epoch: track did not log the live ones again
         assert _history(client, live.info.run_id, key) == [(int(row[0]), float(row[i])) for row in history]
 
     # A track rerun without retraining (the same execution) reuses the first's runs: the child stays its parent's.
     second = track(parse_config(params), data, root / "dvc.lock", tmp_path / "second.json")
-    assert (second["parent_run_id"], second["child_run_ids"]) == (first["parent_run_id"], first["child_run_ids"])
-    assert client.get_run(live.info.run_id).data.tags["mlflow.parentRunId"] == first["parent_run_id"]
+    assert (second.parent_run_id, second.child_run_ids) == (first.parent_run_id, first.child_run_ids)
+    assert client.get_run(live.info.run_id).data.tags["mlflow.parentRunId"] == first.parent_run_id
 
 
 def test_a_training_stage_that_crashes_ends_its_live_run_failed(tiny_project, mlflow_server, tmp_path, monkeypatch):
@@ -126,6 +126,6 @@ def test_a_dead_server_does_not_change_training(tiny_project, without_server, tm
             listener.close()
     for name in ("model.keras", "history.csv", "summary.json"):  # the same bytes as without any server
         assert (data.model_dir("dense") / name).read_bytes() == (without_server.model_dir("dense") / name).read_bytes()
-    record = read_json(data.execution("train_dense"))
-    assert RUN_ID_KEY not in record and record["epochs_run"] >= 1
+    record = ExecutionRecord.load(data.execution("train_dense"))
+    assert record.mlflow_live_run_id is None and record.epochs_run is not None and record.epochs_run >= 1
     assert output.count("live MLflow logging") == 1, output  # one warning, then it stopped trying

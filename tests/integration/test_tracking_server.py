@@ -23,14 +23,16 @@ pytestmark = [pytest.mark.servers, pytest.mark.usefixtures("forget_tracking_uri"
 
 @pytest.fixture(scope="module")
 def first(tiny_project, mlflow_server):
-    """One track against the server, run by a (pretend) Prefect flow run inside a (pretend) `dvc exp run`."""
+    """One track against the server, run by a (pretend) Prefect flow run inside a (pretend) `dvc exp run`: its
+    record as mlflow.json holds it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         mp.setenv("PREFECT__FLOW_RUN_ID", "flow-run-1")
         mp.setenv("DVC_EXP_NAME", "dusty-mast")
         mp.setenv("DVC_EXP_BASELINE_REV", tiny_project.commit)
         mp.delenv("DVC_ROOT", raising=False)
-        return track(tiny_project.cfg, tiny_project.data, tiny_project.lock, tiny_project.data.mlflow_record)
+        record = track(tiny_project.cfg, tiny_project.data, tiny_project.lock, tiny_project.data.mlflow_record)
+        return record.model_dump(mode="json")
 
 
 def _artifacts(client, run_id, path=None):
@@ -182,7 +184,7 @@ def test_a_head_only_change_gets_new_runs_and_the_champion_stays_the_best(
     data = DatasetLayout.of(tiny_project.cfg.data.name, root)
     run_stages(data, root / "params.yaml", first="train_finetune")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    second = track(parse_config(params), data, root / "dvc.lock", data.mlflow_record)
+    second = track(parse_config(params), data, root / "dvc.lock", data.mlflow_record).model_dump(mode="json")
 
     assert second["experiment_id"] == first["experiment_id"] and second["parent_run_id"] != first["parent_run_id"]
     assert not set(second["child_run_ids"].values()) & set(first["child_run_ids"].values())

@@ -12,6 +12,7 @@ from pipeline.data.dataset import find_root
 from pipeline.data.manifest import read_manifest, split_rows
 from pipeline.model.predictor import PredictError
 from pipeline.predict import from_model_dir, from_model_uri, main, predict
+from pipeline.tracking.runs import log_run_config
 from tests.helpers.servers import serve
 from tests.helpers.tracking import SERVED
 
@@ -88,16 +89,18 @@ def test_missing_model_is_a_clear_error(tiny_project, tmp_path):
 @pytest.mark.usefixtures("forget_tracking_uri")
 def test_model_uris_of_the_served_model_and_of_keras_models(tiny_project, served_store, monkeypatch):
     """The pyfunc model by registry alias, and both heads logged as Keras models the way the track stage does
-    (class names in the run's summary.json, backbone params in the run's params): the champion may be either."""
+    (class names in the run's summary.json, backbone and tta_flip in its config.json): the champion may be either.
+    A run without config.json is refused, naming it."""
     d, cfg = tiny_project.data, tiny_project.cfg
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served_store)
     images = [str(p) for p in sorted(d.raw.rglob("*.jpg"))[:4]]
     runs = {}
-    for head in ("dense", "finetune"):
+    for head, model in (("dense", "dense"), ("finetune", "finetune"), ("unconfigured", "finetune")):
         with mlflow.start_run() as run:
-            mlflow.log_params(cfg.flat())
-            mlflow.log_artifact(str(d.model_dir(head) / "summary.json"))
-            mlflow.keras.log_model(keras.models.load_model(d.model_file(head)), name=head, pip_requirements=[])
+            mlflow.log_artifact(str(d.model_dir(model) / "summary.json"))
+            if head != "unconfigured":
+                log_run_config(cfg)
+            mlflow.keras.log_model(keras.models.load_model(d.model_file(model)), name=head, pip_requirements=[])
         runs[head] = run.info.run_id
     for head in ("dense", "finetune"):
         local = predict(images, from_model_dir(d.model_dir(head), cfg))
@@ -109,3 +112,5 @@ def test_model_uris_of_the_served_model_and_of_keras_models(tiny_project, served
     assert [p.probability for p in by_alias] == pytest.approx([p.probability for p in local], abs=1e-5)
     with pytest.raises(PredictError, match="nope"):
         from_model_uri("models:/nope@champion")
+    with pytest.raises(PredictError, match=f"run {runs['unconfigured']} holds no config.json"):
+        from_model_uri(f"runs:/{runs['unconfigured']}/unconfigured")

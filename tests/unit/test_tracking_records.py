@@ -5,12 +5,12 @@ import math
 import pytest
 
 from pipeline.cli import execution_record
+from pipeline.contracts import ExecutionRecord
 from pipeline.files import read_json, write_json
 from pipeline.layout import DatasetLayout
 from pipeline.tracking.lineage import execution_id, execution_tags, run_name
-from pipeline.tracking.live import RUN_ID_KEY
 from pipeline.tracking.owner import ORPHANED, STATE_TAG, TRAINED, TRAINING, claim
-from pipeline.tracking.records import adoptable_live_run, execution_span, stage_span, timing_metrics
+from pipeline.tracking.records import adoptable_live_run, execution_span, stage_span, timing_metrics, training_record
 from tests.helpers.project import git
 
 
@@ -21,17 +21,18 @@ def test_an_execution_record_keeps_its_wall_clock_span(tmp_path):
     record = read_json(path)
     assert record["epochs_run"] == 3 and record["seconds"] >= 0
     assert record["started_ms"] <= record["ended_ms"]
-    assert stage_span(path) == (record["started_ms"], record["ended_ms"])
+    assert stage_span(ExecutionRecord.load(path)) == (record["started_ms"], record["ended_ms"])
 
 
 def test_the_execution_spans_its_stages_records(tmp_path):
-    data = DatasetLayout(tmp_path)
-    write_json(data.execution("download"), {"seconds": 1.0, "started_ms": 1000, "ended_ms": 2000})
-    write_json(data.execution("train_dense"), {"seconds": 5.0, "started_ms": 3000, "ended_ms": 8000})
-    write_json(data.execution("extract"), {"seconds": 2.0})  # a record from before the times were kept
-    assert execution_span(data) == (1000, 8000)
+    layout = DatasetLayout(tmp_path)
+    write_json(layout.execution("download"), {"seconds": 1.0, "started_ms": 1000, "ended_ms": 2000})
+    write_json(layout.execution("train_dense"), {"seconds": 5.0, "started_ms": 3000, "ended_ms": 8000})
+    write_json(layout.execution("extract"), {"seconds": 2.0})  # a record from before the times were kept
+    assert execution_span(layout) == (1000, 8000)
     assert execution_span(DatasetLayout(tmp_path / "none")) == (None, None)  # every stage came from DVC's cache
-    assert stage_span(data.execution("train_finetune")) == (None, None)
+    assert stage_span(training_record(layout, "dense")) == (3000, 8000)
+    assert stage_span(training_record(layout, "finetune")) == (None, None)  # no record: an empty one
 
 
 @pytest.mark.parametrize(
@@ -45,10 +46,10 @@ def test_the_execution_spans_its_stages_records(tmp_path):
     ],
 )
 def test_timing_metrics_are_finite_or_absent(tmp_path, facts, metrics):
-    record = tmp_path / "train_dense.json"
+    record_file = tmp_path / "train_dense.json"
     if facts is not None:
-        write_json(record, facts)
-    got = timing_metrics(record)
+        write_json(record_file, facts)
+    got = timing_metrics(ExecutionRecord.load_if_any(record_file))
     assert got == metrics and all(math.isfinite(v) for v in got.values())
 
 
@@ -85,11 +86,10 @@ def test_a_live_run_that_cannot_be_adopted_is_marked_orphaned(tmp_path):
     other, this = (mlflow.create_experiment(n, (tmp_path / "mlruns").as_uri()) for n in ("old_name", "new_name"))
     client = mlflow.MlflowClient()
     live = client.create_run(other, tags={STATE_TAG: TRAINING}).info.run_id
-    record = tmp_path / "train_dense.json"
-    write_json(record, {"seconds": 1.0, RUN_ID_KEY: live})
+    record = ExecutionRecord(seconds=1.0, mlflow_live_run_id=live)
     assert adoptable_live_run(record, this, claim()) is None  # logged under another experiment (data.name changed)
     assert client.get_run(live).data.tags[STATE_TAG] == ORPHANED  # so it is never taken for a child
-    write_json(record, {"seconds": 1.0, RUN_ID_KEY: "0" * 32})
+    record = ExecutionRecord(seconds=1.0, mlflow_live_run_id="0" * 32)
     assert adoptable_live_run(record, this, claim()) is None  # not in this store: track logs a new child instead
-    write_json(record, {"seconds": 1.0, RUN_ID_KEY: client.create_run(this, tags={STATE_TAG: TRAINED}).info.run_id})
-    assert adoptable_live_run(record, this, claim()) is not None
+    trained = client.create_run(this, tags={STATE_TAG: TRAINED}).info.run_id
+    assert adoptable_live_run(ExecutionRecord(seconds=1.0, mlflow_live_run_id=trained), this, claim()) is not None
