@@ -11,7 +11,7 @@ from pathlib import Path
 from flows.dvc_commands import dvc_env
 
 
-class TrackingError(RuntimeError):
+class SweepTrackingError(RuntimeError):
     """The tracking command failed (server unreachable, unknown parent run)."""
 
 
@@ -25,5 +25,6 @@ def sweep_tracking(args: list[str], root: Path, env: dict[str, str] | None = Non
         text=True,
     )
     if done.returncode != 0:
-        raise TrackingError(f"pipeline.tracking.sweep {args[0]} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        failed = f"pipeline.tracking.sweep {args[0]} failed (exit {done.returncode})"
+        raise SweepTrackingError(f"{failed}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -28,7 +28,7 @@ from pipeline.model.features import load_features
 from pipeline.model.finetune import activations_trainer, frozen_activations, split_frozen
 from pipeline.model.heads import build_dense_head, build_finetune_model
 from pipeline.model.inference import load_for_inference
-from pipeline.model.inputs import array_dataset
+from pipeline.model.inputs import array_batches
 from pipeline.model.lr_range import RangeTest, range_test
 from pipeline.model.training import compile_for, targets
 
@@ -42,7 +42,7 @@ def dense_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
     x, y = load_features(data.features, "train")
     keras.utils.set_random_seed(dense.seed)
     model = compile_for(build_dense_head(meta.feature_shape, n, dense), dense, n, 1)
-    batches = array_dataset(x, targets(y, n, dense.label_smoothing), dense.batch_size, shuffle_seed=dense.seed)
+    batches = array_batches(x, targets(y, n, dense.label_smoothing), dense.batch_size, shuffle_seed=dense.seed)
     return range_test(model, batches, steps)
 
 
@@ -61,7 +61,7 @@ def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
     )
     model = activations_trainer(top, head, strategy, ft, n, 1)  # steps per epoch shape only a cosine schedule
     y = targets(np.array([classes.index(r.label) for r in train]), n, ft.label_smoothing)
-    return range_test(model, array_dataset(x, y, ft.batch_size, shuffle_seed=ft.seed), steps)
+    return range_test(model, array_batches(x, y, ft.batch_size, shuffle_seed=ft.seed), steps)
 
 
 def write_results(result: RangeTest, stem: Path, head: str) -> list[Path]:

@@ -144,12 +144,12 @@ def _check(args: tuple[str, str]) -> tuple[str | None, bool, str]:
 
 
 def check_images(
-    images: list[Found], root: Path, write_dir: Path, final_dir: Path, workers: int | None = None
+    images: list[Found], root: Path, write_dir: Path, final_dir: Path, processes: int | None = None
 ) -> tuple[list[Usable], list[tuple[Path, str]]]:
     """Decode every image in parallel. Conversions are written to `write_dir` and referenced as `final_dir`
     (they differ while the output folder is still a temp dir). Returns (usable images, [(file, reason)])."""
     jobs = [(str(i.file), str(write_dir / f"{path_key(0, str(i.file.relative_to(root)))[:24]}.png")) for i in images]
-    with ProcessPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    with ProcessPoolExecutor(max_workers=processes or min(8, os.cpu_count() or 1)) as pool:
         results = list(tqdm(pool.map(_check, jobs, chunksize=16), total=len(jobs), desc="check images"))
     usable, quarantine = [], []
     for image, (reason, converted, digest), (_, conv) in zip(images, results, jobs):

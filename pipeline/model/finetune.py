@@ -21,7 +21,7 @@ from pipeline.config import FinetuneConfig
 from pipeline.files import log, scratch_dir
 from pipeline.model.backbone import split_at_trainable
 from pipeline.model.features import FEATURE_DTYPE, feature_function, stream_features
-from pipeline.model.inputs import array_dataset, image_dataset, load_image, without_autotune
+from pipeline.model.inputs import array_batches, image_dataset, load_image, without_autotune
 from pipeline.model.parts import finetune_parts
 from pipeline.model.training import compile_for, targets
 
@@ -152,7 +152,7 @@ def fit_inputs(
     return FitInputs(
         activations_trainer(top, head, strategy, cfg, n_classes, steps),
         lambda first: flip_dataset(x_train[0], mirror, y_train, cfg.batch_size, cfg.seed, range(first, cfg.epochs)),
-        array_dataset(x_val, y_val, cfg.batch_size),
+        array_batches(x_val, y_val, cfg.batch_size),
         steps,
         "cached activations",
     )

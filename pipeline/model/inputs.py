@@ -77,7 +77,7 @@ def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+def array_batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
     """(x, y) batches from in-memory arrays, reshuffled each epoch when seeded; what Keras makes of arrays, but
     without the autotuner (see image_dataset)."""
     xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)

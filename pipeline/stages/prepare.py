@@ -25,7 +25,7 @@ OUTPUT = folder_of("prepare")  # replaced whole: only a folder this stage wrote 
 
 
 def prepare(
-    raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, workers: int | None = None
+    raw: Path, out_dir: Path, summary_path: Path, cfg: SplitConfig, processes: int | None = None
 ) -> PrepareSummary:
     """Write manifest.csv, quarantine.csv, duplicates.csv (+ converted images) under `out_dir`, counts to
     `summary_path`."""
@@ -39,7 +39,7 @@ def prepare(
     rejected = [(f, reason) for f, reason in rejected if f != raw / MARKER]  # download's, not the dataset's
     base = out_dir.resolve()
     with atomic_path(out_dir, OUTPUT) as tmp:
-        usable, bad = check_images(found.images, root, tmp / "converted", base / "converted", workers)
+        usable, bad = check_images(found.images, root, tmp / "converted", base / "converted", processes)
         quarantine = [(f.relative_to(raw).as_posix(), reason) for f, reason in sorted(rejected + bad)]
         _report(quarantine)
         classes = _classes(found.class_files, root)

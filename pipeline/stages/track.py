@@ -83,7 +83,7 @@ def _log_execution(cfg: Config, layout: DatasetLayout, lock: Path, uri: str, exp
     owner = claim()  # this process owns the runs it logs
     tags |= owner
     trained = {head: training_record(layout, head) for head in HEADS}
-    # The live runs this track adopts become its own first, so the sweep does not take them for their stages'.
+    # The live runs this track adopts become its own first, so the reap does not take them for their stages'.
     live = {head: adoptable_live_run(trained[head], experiment_id, owner) for head in HEADS}
     if ended := reap(ClientStore(), experiment_id):
         log.warning("ended %d run(s) of processes that died FAILED: %s", len(ended), ", ".join(ended))

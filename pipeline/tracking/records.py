@@ -58,7 +58,7 @@ def timing_metrics(record: ExecutionRecord) -> dict[str, float]:
 def adoptable_live_run(record: ExecutionRecord, experiment_id: str, owner: dict[str, str]) -> str | None:
     """The live run the training stage logged to, if this track can make it the head's child: in this store and
     experiment, and not yet adopted (a track that reran without retraining logs a new child instead) nor ended by
-    a sweep. It is claimed for `owner` (owner.claim's tags) at once, so no sweep takes it for its finished stage's.
+    a reap. It is claimed for `owner` (owner.claim's tags) at once, so no reap takes it for its finished stage's.
     A live run that can't be adopted for another reason is tagged orphaned, so it is never mistaken for a child."""
     run_id = record.mlflow_live_run_id
     if not run_id:

@@ -82,7 +82,7 @@ def register_champion(name: str, versions: dict[str, int], workspace: bool) -> C
     if not workspace:
         held = None if held_by is None else client.get_model_version(name, held_by)
         return None if held is None or not _eligible(held) else _described(held, changed=False)
-    # No alias although versions are left: it went with the version a sweep deleted (owner.reap: a dead track's),
+    # No alias although versions are left: it went with the version a reap deleted (owner.reap: a dead track's),
     # and the best one left holds it again.
     current = _best_earlier(client, name, versions) if held_by is None else client.get_model_version(name, held_by)
     holder = current.tags if current is not None and _eligible(current) else None  # an ineligible one is beaten

@@ -92,7 +92,7 @@ def test_split_fractions_that_leave_no_train_image_are_named(tmp_path):
     raw = make_dataset(tmp_path / "raw", per_class=2, layout="flat")
     cfg = tiny_config({"split": {"validation": 0.49, "test": 0.49}}).split
     with pytest.raises(DatasetError, match="leave no train image"):
-        prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", cfg, workers=1)
+        prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", cfg, processes=1)
 
 
 def test_class_folders_named_like_splits_are_read_as_classes_and_said(tmp_path):
@@ -100,7 +100,7 @@ def test_class_folders_named_like_splits_are_read_as_classes_and_said(tmp_path):
     for c, name in enumerate(("valid", "test")):  # a flat dataset whose classes are called valid and test
         for i in range(12):
             make_image(raw / name / f"{i}.jpg", c, i)
-    summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, workers=1)
+    summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, processes=1)
     assert summary.classes == ["test", "valid"]
     assert "read as classes" in summary.layout_notes[0]
     assert PrepareSummary.load(tmp_path / "prepare.json").layout_notes == summary.layout_notes
@@ -109,5 +109,5 @@ def test_class_folders_named_like_splits_are_read_as_classes_and_said(tmp_path):
 def test_a_class_folder_beside_split_folders_is_said(tmp_path):
     raw = make_dataset(tmp_path / "raw", per_class=12)
     make_image(raw / "birds" / "0.jpg", 2, 0)  # beside train/ and validation/
-    summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, workers=1)
+    summary = prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, processes=1)
     assert "['birds']" in summary.layout_notes[0] and summary.quarantine_reasons["outside any class folder"] == 1

@@ -16,7 +16,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.model.checkpoint import CHECKPOINT_FILE, Checkpoint
 from pipeline.model.finetune import flip_dataset
-from pipeline.model.inputs import array_dataset
+from pipeline.model.inputs import array_batches
 from pipeline.model.training import fit_from_start
 from pipeline.stages.extract import extract
 from pipeline.stages.prepare import prepare
@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
     cfg = load_config(write_params(tmp / "params.yaml", tiny_params()))
     make_dataset(tmp / "raw", per_class=20, layout="flat")
-    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split, workers=1)
+    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split, processes=1)
     extract(tmp / "prepared" / "manifest.csv", tmp / "features", cfg.backbone, cfg.extract)
     train_dense(tmp / "features", tmp / "dense", cfg.dense)
     return tmp
@@ -191,7 +191,7 @@ def _early_stopped_fit(folder, epochs_left):
         [keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.5), keras.layers.Dense(1)]
     )
     model.compile(optimizer=keras.optimizers.AdamW(0.05), loss="binary_crossentropy", metrics=["accuracy"])
-    val = array_dataset(x, 1 - y, 8)
+    val = array_batches(x, 1 - y, 8)
     return model, fit_from_start(
         model,
         lambda first: flip_dataset(x, None, y, 8, 1, range(first, epochs_left)),

@@ -121,7 +121,7 @@ def test_a_training_stage_killed_mid_logging_is_ended_by_its_rerun(tiny_project,
     assert kill_when(killed, logging, timeout=240), (tmp_path / "killed.log").read_text()[-3000:]
     (live,) = _runs(client, name).values()
     assert live.info.status == "RUNNING" and live.data.tags[STATE_TAG] == TRAINING
-    # A dead track's leftover in the same experiment: the stage's sweep (over REST) deletes its version too.
+    # A dead track's leftover in the same experiment: the stage's reap (over REST) deletes its version too.
     track = _leftover(client, live.info.experiment_id, _dead_owner(), now_ms(), **{EXECUTION_TAG: "earlier"})
     _register(client, f"{name}-classifier", track, "0.5")
 

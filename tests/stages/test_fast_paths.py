@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
     make_dataset(tmp / "raw", per_class=13, layout="flat")  # 26 images: every split ends in a partial batch
     cfg = tiny_config({"extract": {"batch_size": 4}})
-    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split, workers=1)
+    prepare(tmp / "raw", tmp / "prepared", tmp / "prepare.json", cfg.split, processes=1)
     extract(tmp / "prepared" / "manifest.csv", tmp / "features", cfg.backbone, cfg.extract)
     return tmp, cfg
 

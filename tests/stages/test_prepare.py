@@ -14,7 +14,7 @@ from tests.helpers.params import tiny_config
 
 def _run(raw, out, **split):
     cfg = tiny_config({"split": {"seed": 3, **split}}).split
-    summary = prepare(raw, out / "prepared", out / "prepare.json", cfg, workers=1)
+    summary = prepare(raw, out / "prepared", out / "prepare.json", cfg, processes=1)
     return summary, read_manifest(out / "prepared" / "manifest.csv")
 
 

@@ -43,7 +43,7 @@ def test_a_misspelt_fact_of_an_execution_is_an_error(tmp_path):
 
 def test_what_a_stage_writes_saves_back_to_the_same_bytes(tmp_path):
     raw = make_dataset(tmp_path / "raw", per_class=12)
-    prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, workers=1)
+    prepare(raw, tmp_path / "prepared", tmp_path / "prepare.json", tiny_config().split, processes=1)
     written = [tmp_path / "prepare.json", _summary(tmp_path)]
     with execution_record(tmp_path / "execution.json") as facts:
         facts["images_per_second"] = {"train": 12.5}
