@@ -12,7 +12,7 @@ Who writes and who reads each file: docs/architecture.md, "Contracts".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_serializer
 
@@ -146,6 +146,23 @@ class Metrics(RootModel[dict[str, HeadMetrics]]):
 
     def save(self, path: Path | str) -> None:
         write_json(path, self.model_dump(mode="json"))
+
+
+class Skipped(Contract):
+    path: str  # relative to the folder copied
+    reason: str
+
+
+class DownloadRecord(Contract):
+    """download.json: what was fetched, the same on every machine (where from: the execution record). Written by
+    download (data/archive.py), read by track (the archive's sha256 identifies the data in MLflow)."""
+
+    url: str
+    kind: Literal["archive", "directory"]
+    sha256: str | None = None  # an archive's
+    size: int | None = None  # an archive's, in bytes
+    skipped: list[Skipped] | None = None  # a folder's entries left out (hidden, not images), with the reason
+    OMITTED = frozenset({"sha256", "size", "skipped"})
 
 
 class PrepareSummary(Contract):

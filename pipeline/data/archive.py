@@ -20,6 +20,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from pipeline.config import DataConfig
+from pipeline.contracts import DownloadRecord
 from pipeline.data.local_source import (  # noqa: F401  (DownloadError, RefusedError, MIRROR_ENV: raised / read here)
     MIRROR_ENV,
     DownloadError,
@@ -173,7 +174,9 @@ def _refuse_overlap(url: str, local: Path | None, raw_dir: Path) -> None:
             raise RefusedError(f"data.url {url} ({src}) overlaps the output folder {out}: refusing to copy it")
 
 
-def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0) -> tuple[dict, str]:
+def download(
+    cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0
+) -> tuple[DownloadRecord, str]:
     """Fetch, verify and extract `cfg.url` into `raw_dir`. Returns (what was fetched: the same for the same
     data on any machine, where it was read from: a local path or the URL)."""
     source, local = resolve_source(cfg.url)
@@ -182,9 +185,9 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
         with atomic_path(raw_dir, RAW) as tmp:
             skipped = copy_dataset(local.resolve(), tmp)
         for s in skipped:
-            log.warning("left out %s: %s", s["path"], s["reason"])
+            log.warning("left out %s: %s", s.path, s.reason)
         log.info("copied the image files of folder %s -> %s (%d entries left out)", local, raw_dir, len(skipped))
-        return {"url": cfg.url, "kind": "directory", **({"skipped": skipped} if skipped else {})}, source
+        return DownloadRecord(url=cfg.url, kind="directory", skipped=skipped or None), source
 
     start = time.monotonic()  # data.download_deadline_s covers all attempts together
     with scratch_dir(raw_dir.parent / f"{raw_dir.name}.download") as workdir:
@@ -212,7 +215,7 @@ def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float =
             extract_archive(archive, tmp, cfg)
         size = archive.stat().st_size
     log.info("verified %s (%d bytes, sha256 %s) and extracted it to %s", source, size, digest, raw_dir)
-    return {"url": cfg.url, "sha256": digest, "size": size, "kind": "archive"}, source
+    return DownloadRecord(url=cfg.url, kind="archive", sha256=digest, size=size), source
 
 
 def source_fingerprint(url: str) -> dict:

@@ -18,6 +18,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from pipeline.contracts import Skipped
 from pipeline.data.naming import IMAGE_SUFFIXES, is_visible
 from pipeline.files import log
 
@@ -100,13 +101,13 @@ def dataset_entries(src: Path, rel: PurePosixPath = _TOP) -> Iterator[tuple[str,
             yield path, entry, ""
 
 
-def copy_dataset(src: Path, dest: Path) -> list[dict]:
+def copy_dataset(src: Path, dest: Path) -> list[Skipped]:
     """Copy `src`'s image files and folders to `dest` (see dataset_entries); return what was left out and why."""
-    skipped = []
+    skipped: list[Skipped] = []
     dest.mkdir()
     for rel, entry, reason in dataset_entries(src):
         if reason:
-            skipped.append({"path": rel, "reason": reason})
+            skipped.append(Skipped(path=rel, reason=reason))
         elif entry.is_dir(follow_symlinks=False):
             (dest / rel).mkdir()
         else:

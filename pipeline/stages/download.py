@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline.cli import execution_record, output, parser, run_cli, setup_logging
 from pipeline.config import load_config
 from pipeline.data.archive import RAW, DownloadError, download
-from pipeline.files import JSON, write_json
+from pipeline.files import JSON
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     with execution_record(args.execution) as facts:
         info, facts["source"] = download(load_config(args.params, args.dataset).data, args.out)
-        write_json(args.info, info)
+        info.save(args.info)
 
 
 if __name__ == "__main__":

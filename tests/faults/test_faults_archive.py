@@ -78,7 +78,7 @@ def test_folder_dataset_links_and_fifos_are_skipped_and_reported(tmp_path):
     raw = tmp_path / "data" / "raw"
     assert not any(p.is_symlink() for p in raw.rglob("*"))
     assert _tree(raw) == [MARKER] + [t for t in _tree(src) if t not in links and not t.endswith("pipe.jpg")]
-    reasons = {s["path"]: s["reason"] for s in info["skipped"]}  # relative: the same record on any machine
+    reasons = {s.path: s.reason for s in info.skipped or []}  # relative: the same record on any machine
     assert sorted(reasons) == sorted([*links, "cats/pipe.jpg"])
     for name, target in links.items():
         assert reasons[name] == f"symlink (-> {target}): not followed"

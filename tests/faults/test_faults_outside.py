@@ -143,7 +143,7 @@ def test_a_home_folder_url_copies_image_files_only_never_hidden_ones(tmp_path):
     raw = tmp_path / "data" / "raw"
     copied = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file() and p.name != MARKER)
     assert copied and all(p.endswith(".jpg") and not any(s.startswith(".") for s in p.split("/")) for p in copied)
-    reasons = {s["path"]: s["reason"] for s in info["skipped"]}
+    reasons = {s.path: s.reason for s in info.skipped or []}
     assert reasons == {
         ".cache": "hidden (never copied)",
         ".netrc": "hidden (never copied)",

@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 
+from pipeline.contracts import DownloadRecord
 from pipeline.data.archive import MIRROR_ENV, DownloadError, download
 from pipeline.files import read_json, sha256_file
 from pipeline.stages.download import main
@@ -18,7 +19,7 @@ def _check_extracted(raw):
 
 
 def _archive_info(url, archive):
-    return {"url": url, "sha256": sha256_file(archive), "size": archive.stat().st_size, "kind": "archive"}
+    return DownloadRecord(url=url, kind="archive", sha256=sha256_file(archive), size=archive.stat().st_size)
 
 
 def test_local_path_and_file_url(synthetic_zip, tmp_path):
@@ -27,7 +28,7 @@ def test_local_path_and_file_url(synthetic_zip, tmp_path):
     assert (info, source) == (_archive_info(str(synthetic_zip), synthetic_zip), str(synthetic_zip))
     info, _ = download(data_config(synthetic_zip.as_uri()), tmp_path / "b" / "raw")
     _check_extracted(tmp_path / "b" / "raw")
-    assert info["sha256"] == sha256_file(synthetic_zip)
+    assert info.sha256 == sha256_file(synthetic_zip)
     assert [[p.name for p in (tmp_path / d).iterdir()] for d in "ab"] == [["raw"], ["raw"]]  # JSON: the CLI's
 
 
@@ -36,7 +37,7 @@ def test_a_folder_is_copied(synthetic_zip, tmp_path):
         zf.extractall(tmp_path / "unpacked")
     info, _ = download(data_config(str(tmp_path / "unpacked")), tmp_path / "raw")
     _check_extracted(tmp_path / "raw")
-    assert info == {"url": str(tmp_path / "unpacked"), "kind": "directory"}
+    assert info == DownloadRecord(url=str(tmp_path / "unpacked"), kind="directory")
 
 
 def test_http_download_verifies_sha256_and_size(synthetic_zip, tmp_path):
@@ -81,7 +82,7 @@ def test_cli_writes_the_record_and_the_execution_apart(synthetic_zip, tmp_path, 
         ]
     )
     _check_extracted(tmp_path / "raw")
-    assert read_json(tmp_path / "download.json") == _archive_info(url, synthetic_zip)
+    assert read_json(tmp_path / "download.json") == _archive_info(url, synthetic_zip).model_dump(mode="json")
     execution = read_json(tmp_path / "execution" / "download.json")
     assert execution["source"] == str(synthetic_zip) and set(execution) == {
         "source",
