@@ -52,18 +52,18 @@ def main() -> None:
     print(f"devices: {describe_devices()}; XLA: {use_xla()}", flush=True)
     print(f"precision: {keras.mixed_precision.global_policy().name} (the pipeline sets no mixed-precision policy)")
     ds = dataset("cats_and_dogs_filtered")  # prepared (and extracted) once under .cache/bench
-    n = sum(1 for _ in ds.data.manifest.read_text().splitlines()[1:])
+    n = sum(1 for _ in ds.layout.manifest.read_text().splitlines()[1:])
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=REPO / ".cache") as tmp:
         out = Path(tmp)
         start = time.perf_counter()
-        extract(ds.data.manifest, out / "features", ds.cfg.backbone, ds.cfg.extract)
+        extract(ds.layout.manifest, out / "features", ds.cfg.backbone, ds.cfg.extract)
         seconds = time.perf_counter() - start
         print(f"extract: {n} images (+ mirrored train/test views) in {seconds:.1f} s = {n / seconds:.0f} img/s")
         train_dense(out / "features", out / "dense", ds.cfg.dense)
         cfg = ds.cfg.finetune.model_copy(update={"epochs": 2, "patience": 2})
         timed, start = Timed(), time.perf_counter()
         dense = out / "dense" / MODEL_FILE
-        summary = train_finetune(ds.data.manifest, dense, out / "ft", ds.cfg.backbone, cfg, None, timed)
+        summary = train_finetune(ds.layout.manifest, dense, out / "ft", ds.cfg.backbone, cfg, None, timed)
         total = time.perf_counter() - start
     per_epoch = ", ".join(f"{s:.1f}" for s in timed.times.seconds)
     print(f"fine-tune: 2 epochs {per_epoch} s/epoch; {total:.1f} s in all (caching and the choice included)")

@@ -62,13 +62,13 @@ def _low_res(src: Path, dest: Path) -> None:
 class Dataset:
     name: str
     cfg: Config  # params.yaml with this dataset's data section
-    data: DatasetLayout
+    layout: DatasetLayout
 
     def labels(self, split: str) -> np.ndarray:
-        return load_features(self.data.features, split)[1]
+        return load_features(self.layout.features, split)[1]
 
     def paths(self, split: str) -> list[str]:
-        return [r.path for r in split_rows(read_manifest(self.data.manifest), split)]
+        return [r.path for r in split_rows(read_manifest(self.layout.manifest), split)]
 
     def tta(self, split: str) -> bool:
         """Whether a split is scored flip-averaged: the test split, as evaluate scores it (evaluate.tta_flip)."""
@@ -76,7 +76,7 @@ class Dataset:
 
     @property
     def classes(self) -> list[str]:
-        return classes_of(read_manifest(self.data.manifest))
+        return classes_of(read_manifest(self.layout.manifest))
 
 
 def _config(name: str) -> Config:
@@ -103,14 +103,14 @@ def dataset(name: str) -> Dataset:
     """Downloaded (from ../shared) or shrunk from its original (a twin), prepared and extracted with params.yaml's
     split, backbone and extract keys."""
     cfg = _config(name)
-    data = DatasetLayout.of(name, WORK)
-    if not (data.features / "meta.json").exists():
+    layout = DatasetLayout.of(name, WORK)
+    if not (layout.features / "meta.json").exists():
         start = time.perf_counter()
         _raw(name)
-        prepare(data.raw, data.prepared, data.prepare_summary, cfg.split)
-        extract(data.manifest, data.features, cfg.backbone, cfg.extract)
+        prepare(layout.raw, layout.prepared, layout.prepare_summary, cfg.split)
+        extract(layout.manifest, layout.features, cfg.backbone, cfg.extract)
         print(f"{name}: prepared and extracted in {time.perf_counter() - start:.0f} s", flush=True)
-    return Dataset(name, cfg, data)
+    return Dataset(name, cfg, layout)
 
 
 def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -124,7 +124,7 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 def dense_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float]:
     """The dense head on the split's cached features; on test, flip-averaged as evaluate does."""
     head, n = load_for_inference(model_dir / MODEL_FILE), len(ds.classes)
-    p, y = feature_probabilities(lambda x: probabilities(head, x, n), ds.data.features, split, ds.tta(split))
+    p, y = feature_probabilities(lambda x: probabilities(head, x, n), ds.layout.features, split, ds.tta(split))
     return scores(y, p)
 
 
@@ -137,11 +137,11 @@ def finetune_scores(ds: Dataset, model_dir: Path, split: str) -> dict[str, float
 
 def baseline_scores(ds: Dataset, split: str) -> dict[str, float]:
     """The baseline to beat: scikit-learn's logistic regression on global-average-pooled features."""
-    x, y = load_features(ds.data.features, "train")
+    x, y = load_features(ds.layout.features, "train")
     model = LogisticRegression(max_iter=5000).fit(x.mean(axis=(1, 2)), y)
 
     def pooled(features: np.ndarray) -> np.ndarray:
         return model.predict_proba(features.mean(axis=(1, 2)))
 
-    p, y_eval = feature_probabilities(pooled, ds.data.features, split, ds.tta(split))
+    p, y_eval = feature_probabilities(pooled, ds.layout.features, split, ds.tta(split))
     return scores(y_eval, p)

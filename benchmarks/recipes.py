@@ -151,14 +151,14 @@ def summarise(name: str, runs: list[dict]) -> str:
 def run_dense(ds, overrides: dict, seed: int, out: Path, split: str) -> dict:
     cfg = ds.cfg.dense.model_copy(update={**overrides, "seed": seed})
     start = time.perf_counter()
-    train_dense(ds.data.features, out, cfg)
+    train_dense(ds.layout.features, out, cfg)
     return {**dense_scores(ds, out, split), "seconds": time.perf_counter() - start}
 
 
 def run_finetune(ds, overrides: dict, dense_dir: Path, seed: int, out: Path, split: str) -> dict:
     ft = ds.cfg.finetune.model_validate({**ds.cfg.finetune.model_dump(), **overrides, "seed": seed})
     start = time.perf_counter()
-    summary = train_finetune(ds.data.manifest, dense_dir / MODEL_FILE, out, ds.cfg.backbone, ft)
+    summary = train_finetune(ds.layout.manifest, dense_dir / MODEL_FILE, out, ds.cfg.backbone, ft)
     seconds = time.perf_counter() - start
     facts = {k: summary[k] for k in ("shipped", "candidates", "epochs_run")}
     return {**finetune_scores(ds, out, split), "seconds": seconds, **facts}

@@ -103,7 +103,7 @@ def test_download_and_prepare_refuse_what_they_did_not_write(project):
 
 
 def test_predict_csv_given_a_shell_glob_never_overwrites_a_photo(tiny_project, tmp_path):
-    photos = sorted(tiny_project.data.raw.rglob("cats/*.jpg"))[:2]
+    photos = sorted(tiny_project.layout.raw.rglob("cats/*.jpg"))[:2]
     for p in photos:
         shutil.copyfile(p, tmp_path / p.name)
     shots = [tmp_path / p.name for p in photos]
@@ -122,7 +122,7 @@ def test_training_and_evaluation_write_only_their_own_files_into_a_folder(tiny_p
     notes.mkdir()
     (notes / "summary.json").write_text('{"my": "notes"}')
     (notes / "metrics.json").write_text("[1,2]\n")
-    d = tiny_project.data
+    d = tiny_project.layout
     before = _state(tmp_path)
     train = ("pipeline.stages.train_dense", "--features", d.features, "--out", notes, "--execution", "e.json")
     _refused(_cli(tiny_project.root, *train), notes / "summary.json")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.servers
 def _track(project, tmp_path: Path, url: str, log: str) -> subprocess.Popen:
     """`python -m pipeline.stages.track` as dvc.yaml runs it, on the tiny project's outputs, against `url`."""
     cmd = [sys.executable, "-m", "pipeline.stages.track", "--params", str(project.params_file)]
-    cmd += ["--data", str(project.data.root), "--lock", str(project.lock), "--out", str(tmp_path / "mlflow.json")]
+    cmd += ["--data", str(project.layout.root), "--lock", str(project.lock), "--out", str(tmp_path / "mlflow.json")]
     return start(cmd, project.root, tmp_path / log, env(MLFLOW_TRACKING_URI=url))
 
 

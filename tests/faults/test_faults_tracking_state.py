@@ -54,16 +54,16 @@ def _copy(tiny_project, dest: Path) -> tuple[Path, DatasetLayout]:
     return root, DatasetLayout.of(tiny_project.cfg.data.name, root)
 
 
-def _stage(stage: str, root: Path, data: DatasetLayout, url: str, log: Path) -> subprocess.Popen:
+def _stage(stage: str, root: Path, layout: DatasetLayout, url: str, log: Path) -> subprocess.Popen:
     """`stage`'s command as dvc.yaml runs it, in the project `root`, against the server `url`."""
-    module, args = stage_command(stage, data)
+    module, args = stage_command(stage, layout)
     cmd = [sys.executable, "-m", module, "--params", str(root / "params.yaml"), *args]
     return start(cmd, root, log, env(MLFLOW_TRACKING_URI=url))
 
 
-def _track(root: Path, data: DatasetLayout, url: str, out: Path) -> subprocess.Popen:
+def _track(root: Path, layout: DatasetLayout, url: str, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pipeline.stages.track", "--params", str(root / "params.yaml")]
-    cmd += ["--data", str(data.root), "--lock", str(root / "dvc.lock"), "--out", str(out)]
+    cmd += ["--data", str(layout.root), "--lock", str(root / "dvc.lock"), "--out", str(out)]
     return start(cmd, root, out.with_suffix(".log"), env(MLFLOW_TRACKING_URI=url))
 
 
@@ -111,12 +111,12 @@ def _register(client: MlflowClient, name: str, run_id: str, val_loss: str, data:
 
 
 def test_a_training_stage_killed_mid_logging_is_ended_by_its_rerun(tiny_project, tmp_path, server):
-    root, data = _copy(tiny_project, tmp_path / "project")
+    root, layout = _copy(tiny_project, tmp_path / "project")
     client, name = MlflowClient(server), tiny_project.cfg.data.name
     long = deep_merge(tiny_project.params, {"dense": {"epochs": 10000, "patience": 10000}})
     write_params(root / "params.yaml", long)
-    data.execution("train_dense").unlink()
-    killed = _stage("train_dense", root, data, server, tmp_path / "killed.log")
+    layout.execution("train_dense").unlink()
+    killed = _stage("train_dense", root, layout, server, tmp_path / "killed.log")
     logging = _polled(lambda: any(r.data.metrics for r in _runs(client, name).values()))
     assert kill_when(killed, logging, timeout=240), (tmp_path / "killed.log").read_text()[-3000:]
     (live,) = _runs(client, name).values()
@@ -127,25 +127,25 @@ def test_a_training_stage_killed_mid_logging_is_ended_by_its_rerun(tiny_project,
 
     write_params(root / "params.yaml", tiny_project.params)
     git(root, "commit", "-q", "--allow-empty", "-m", "later work")  # whatever was committed in between
-    output = _ok(_stage("train_dense", root, data, server, tmp_path / "rerun.log"), tmp_path / "rerun.log")
+    output = _ok(_stage("train_dense", root, layout, server, tmp_path / "rerun.log"), tmp_path / "rerun.log")
     runs = _runs(client, name)
     assert runs[live.info.run_id].info.status == "FAILED" and runs[live.info.run_id].data.tags[STATE_TAG] == FAILED
     assert runs[track].info.status == "FAILED" and not _versions(client, name)
-    rerun = runs[read_json(data.execution("train_dense"))["mlflow_live_run_id"]]
+    rerun = runs[read_json(layout.execution("train_dense"))["mlflow_live_run_id"]]
     assert rerun.info.status == "FINISHED" and len(runs) == 3
     assert "ended 2 run(s) of processes that died FAILED" in output, output
 
 
 def test_a_track_killed_then_a_commit_then_a_rerun_ends_the_crashed_runs(tiny_project, tmp_path, server):
-    root, data = _copy(tiny_project, tmp_path / "project")
+    root, layout = _copy(tiny_project, tmp_path / "project")
     client, name = MlflowClient(server), tiny_project.cfg.data.name
-    crashed = _track(root, data, server, tmp_path / "crashed.json")
+    crashed = _track(root, layout, server, tmp_path / "crashed.json")
     assert kill_when(crashed, _polled(lambda: bool(_versions(client, name))), timeout=240)
     left = {i for i, r in _runs(client, name).items() if r.info.status == "RUNNING"}
     assert left and len(_versions(client, name)) == 1
 
     git(root, "commit", "-q", "--allow-empty", "-m", "another commit: another execution id")
-    output = _ok(_track(root, data, server, tmp_path / "rerun.json"), tmp_path / "rerun.log")
+    output = _ok(_track(root, layout, server, tmp_path / "rerun.json"), tmp_path / "rerun.log")
     runs, rerun = _runs(client, name), read_json(tmp_path / "rerun.json")
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
     (crashed_execution,) = {runs[i].data.tags[EXECUTION_TAG] for i in left}
@@ -167,14 +167,14 @@ def _pause_when(proc: subprocess.Popen, ready) -> bool:
 
 
 def test_a_second_track_of_the_same_execution_leaves_the_first_alone(tiny_project, tmp_path, server):
-    root, data = tiny_project.root, tiny_project.data
+    root, layout = tiny_project.root, tiny_project.layout
     client, name = MlflowClient(server), tiny_project.cfg.data.name
-    first = _track(root, data, server, tmp_path / "first.json")
+    first = _track(root, layout, server, tmp_path / "first.json")
     try:
         # Paused mid-logging (its dense version registered): alive, RUNNING, while the second runs from start to end.
         assert _pause_when(first, _polled(lambda: bool(_versions(client, name)))), "the first track ended first"
         paused = {i for i, r in _runs(client, name).items() if r.info.status == "RUNNING"}
-        _ok(_track(root, data, server, tmp_path / "second.json"), tmp_path / "second.log")
+        _ok(_track(root, layout, server, tmp_path / "second.json"), tmp_path / "second.log")
         runs = _runs(client, name)
         assert paused and {runs[i].info.status for i in paused} == {"RUNNING"}
     finally:
@@ -196,7 +196,7 @@ def test_only_runs_whose_process_is_gone_are_ended(tiny_project, tmp_path, serve
     model = f"{name}-classifier"
     stale, fresh = now_ms() - int(LEASE_S * 1000) - 1, now_ms()
     # The best version so far (on the same validation split), of an earlier execution; the alias on a dead track's.
-    earlier, split = client.create_run(experiment).info.run_id, sha256_file(tiny_project.data.manifest)
+    earlier, split = client.create_run(experiment).info.run_id, sha256_file(tiny_project.layout.manifest)
     best = _register(client, model, earlier, "0.0", split)
     client.set_terminated(earlier)
     dead = _leftover(client, experiment, _dead_owner(), fresh)
@@ -210,7 +210,7 @@ def test_only_runs_whose_process_is_gone_are_ended(tiny_project, tmp_path, serve
         child = _leftover(client, experiment, ELSEWHERE.replace("7", "8", 1), stale, **{"mlflow.parentRunId": gone})
         client.set_terminated(child)
         unowned = _leftover(client, experiment, None, stale)  # a sweep's parent, a run by hand: not ours to end
-        output = _ok(_track(tiny_project.root, tiny_project.data, server, tmp_path / "m.json"), tmp_path / "m.log")
+        output = _ok(_track(tiny_project.root, tiny_project.layout, server, tmp_path / "m.json"), tmp_path / "m.log")
         runs = _runs(client, name)
         kept = (alive, away, unowned)
         assert {i: runs[i].info.status for i in kept} == dict.fromkeys(kept, "RUNNING")

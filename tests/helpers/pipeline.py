@@ -20,26 +20,26 @@ from tests.helpers.structure import STAGE_DATA
 STAGES = ("download", "prepare", "extract", "train_dense", "train_finetune", "evaluate")  # track aside
 
 
-def stage_command(stage: str, data: DatasetLayout) -> tuple[str, list[str]]:
-    """The module and arguments of `stage`'s command in dvc.yaml for the dataset `data.root.name`, its paths
-    moved under `data.root`."""
+def stage_command(stage: str, layout: DatasetLayout) -> tuple[str, list[str]]:
+    """The module and arguments of `stage`'s command in dvc.yaml for the dataset `layout.root.name`, its
+    paths moved under `layout.root`."""
     cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
     python, flag, module, *args = shlex.split(cmd)
     assert (python, flag) == ("python", "-m"), cmd
-    args = [str(data.root) + a[len(STAGE_DATA) :] if a.startswith(STAGE_DATA) else a for a in args]
-    return module, [a.replace("${item}", data.root.name) for a in args]
+    args = [str(layout.root) + a[len(STAGE_DATA) :] if a.startswith(STAGE_DATA) else a for a in args]
+    return module, [a.replace("${item}", layout.root.name) for a in args]
 
 
-def run_stage(stage: str, data: DatasetLayout, params: Path) -> None:
+def run_stage(stage: str, layout: DatasetLayout, params: Path) -> None:
     """`stage`'s CLI (its main()) with dvc.yaml's arguments and `params`, in this process."""
-    module, args = stage_command(stage, data)
+    module, args = stage_command(stage, layout)
     importlib.import_module(module).main(["--params", str(params), *args])
 
 
-def run_stages(data: DatasetLayout, params: Path, first: str = "extract", last: str = "evaluate") -> None:
+def run_stages(layout: DatasetLayout, params: Path, first: str = "extract", last: str = "evaluate") -> None:
     """The stages from `first` to `last` in pipeline order, each as run_stage runs it."""
     for stage in STAGES[STAGES.index(first) : STAGES.index(last) + 1]:
-        run_stage(stage, data, params)
+        run_stage(stage, layout, params)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class TinyProject:
     committed to git (what the track stage reads), and the archive it was downloaded from."""
 
     root: Path
-    data: DatasetLayout
+    layout: DatasetLayout
     params: dict
     archive: Path
     commit: str
@@ -71,10 +71,10 @@ def build_tiny_project(root: Path, name: str = "tiny") -> TinyProject:
     archive = zip_dir(make_dataset(root / "src" / name), root / f"{name}.zip")
     params = tiny_params({"data": {"name": name, "url": str(archive)}})
     write_params(root / PARAMS_FILE, params)
-    data = DatasetLayout.of(name, root)
-    run_stages(data, root / PARAMS_FILE, first="download")
+    layout = DatasetLayout.of(name, root)
+    run_stages(layout, root / PARAMS_FILE, first="download")
     (root / LOCK_FILE).write_text(yaml.safe_dump(lock_of(name)))
     git(root, "init", "-q")
     git(root, "add", str(LOCK_FILE), str(PARAMS_FILE))
     git(root, "commit", "-qm", "tiny")
-    return TinyProject(root, data, params, archive, git(root, "rev-parse", "HEAD"))
+    return TinyProject(root, layout, params, archive, git(root, "rev-parse", "HEAD"))

@@ -144,11 +144,11 @@ def long_file_problems(root: Path = REPO, folders=("pipeline", "flows", "tests",
     return [f"{_rel(f, root)}: {n} lines (at most {MAX_LINES})" for f, n in counts.items() if n > MAX_LINES]
 
 
-def layout_paths(data: DatasetLayout, stages: list[str]) -> set[Path]:
+def layout_paths(layout: DatasetLayout, stages: list[str]) -> set[Path]:
     """Every path pipeline/layout.py names for one dataset (its root aside)."""
-    paths = {getattr(data, name) for name, value in vars(DatasetLayout).items() if isinstance(value, property)}
-    paths |= {data.model_dir(h) for h in HEADS} | {data.model_file(h) for h in HEADS}
-    return paths | {data.execution(s) for s in stages} | {SOURCES, source_record(data.root.name)}
+    paths = {getattr(layout, name) for name, value in vars(DatasetLayout).items() if isinstance(value, property)}
+    paths |= {layout.model_dir(h) for h in HEADS} | {layout.model_file(h) for h in HEADS}
+    return paths | {layout.execution(s) for s in stages} | {SOURCES, source_record(layout.root.name)}
 
 
 def yaml_strings(node: object) -> Iterator[str]:
@@ -173,8 +173,8 @@ def layout_problems(dvc: dict) -> list[str]:
     """dvc.yaml's data paths are those of pipeline/layout.py: each one a layout path or inside a layout folder;
     every stage out, and every data path argument of a stage's command, exactly a layout path; the
     --execution record the one of that stage."""
-    data = DatasetLayout(Path(STAGE_DATA))
-    known = layout_paths(data, list(dvc["stages"]))
+    layout = DatasetLayout(Path(STAGE_DATA))
+    known = layout_paths(layout, list(dvc["stages"]))
     top = layout_paths(DatasetLayout(Path(TOP_DATA)), list(dvc["stages"]))
     places = [
         (f"stage {name} {key}", stage.get(key), known)
@@ -198,9 +198,9 @@ def layout_problems(dvc: dict) -> list[str]:
         for flag, value in zip(words, words[1:]):
             if not (flag.startswith("--") and value.startswith("data/")):
                 continue
-            if flag == "--execution" and Path(value) != data.execution(name):
-                problems.append(f"stage {name} cmd: --execution {value} is not {data.execution(name)}")
-            elif Path(value) not in known | {data.root}:
+            if flag == "--execution" and Path(value) != layout.execution(name):
+                problems.append(f"stage {name} cmd: --execution {value} is not {layout.execution(name)}")
+            elif Path(value) not in known | {layout.root}:
                 problems.append(f"stage {name} cmd: {flag} {value} is not a path of pipeline/layout.py")
     return problems
 

@@ -28,10 +28,10 @@ def register_served(project: TinyProject, store: Path, name: str) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         mlflow.set_experiment(experiment_id=mlflow.create_experiment(name, (store / "mlruns").as_uri()))
-        example = next(project.data.raw.rglob("*.jpg"))
+        example = next(project.layout.raw.rglob("*.jpg"))
         with mlflow.start_run():
             info = log_pyfunc_model(
-                project.data.model_dir("finetune"), project.cfg.evaluate.tta_flip, example, registered_model_name=name
+                project.layout.model_dir("finetune"), project.cfg.evaluate.tta_flip, example, registered_model_name=name
             )
         mlflow.MlflowClient().set_registered_model_alias(name, "champion", info.registered_model_version)
     finally:

@@ -26,26 +26,26 @@ def test_ensemble_history_and_logged_val_loss_are_the_saved_models(tiny_project,
     (root / "data" / tiny_project.cfg.data.name).rename(root / "data" / "ensemble_tiny")
     params = deep_merge(renamed(tiny_project.params, "ensemble_tiny"), {"dense": {"ensemble": MEMBERS}})
     write_params(root / "params.yaml", params)
-    data = DatasetLayout.of("ensemble_tiny", root)
+    layout = DatasetLayout.of("ensemble_tiny", root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(root)
-    run_stage("train_dense", data, root / "params.yaml")
+    run_stage("train_dense", layout, root / "params.yaml")
 
-    summary = read_json(data.model_dir("dense") / "summary.json")
-    with (data.model_dir("dense") / "history.csv").open(newline="") as f:
+    summary = read_json(layout.model_dir("dense") / "summary.json")
+    with (layout.model_dir("dense") / "history.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert summary["members"] == MEMBERS
     assert len(rows) == summary["epochs_run"] == max(summary["member_epochs_run"])
     saved = rows[summary["best_epoch"] - 1]
     assert (float(saved["val_loss"]), float(saved["val_accuracy"])) == (summary["val_loss"], summary["val_accuracy"])
-    head = keras.models.load_model(data.model_file("dense"))  # the saved model, scored again
-    x, y = load_features(data.features, "validation")
+    head = keras.models.load_model(layout.model_file("dense"))  # the saved model, scored again
+    x, y = load_features(layout.features, "validation")
     probs = head.predict(x, verbose=0)
     loss = keras.losses.BinaryCrossentropy()  # the tiny project's two classes: one sigmoid output
     assert float(loss(y[:, None], probs)) == pytest.approx(summary["val_loss"], abs=1e-5)
 
     client = MlflowClient(mlflow_server)
-    run = client.get_run(read_json(data.execution("train_dense"))[RUN_ID_KEY])
+    run = client.get_run(read_json(layout.execution("train_dense"))[RUN_ID_KEY])
     for key in HISTORY_KEYS:  # the ensemble's, under the plain names
         logged = sorted((m.step, round(m.value, 6)) for m in client.get_metric_history(run.info.run_id, key))
         assert logged == [(int(r["epoch"]), float(r[key])) for r in rows]

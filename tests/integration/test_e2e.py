@@ -65,9 +65,9 @@ def test_dvc_repro_on_real_data(tmp_path):
     name = params["data"]["name"]
     assert _ran(first) == dvc_stage_names([name])  # a fresh copy runs every stage
 
-    data = DatasetLayout.of(name, project)
-    metrics = json.loads(data.metrics.read_text())
-    summaries = {h: json.loads((data.model_dir(h) / "summary.json").read_text()) for h in ("dense", "finetune")}
+    layout = DatasetLayout.of(name, project)
+    metrics = json.loads(layout.metrics.read_text())
+    summaries = {h: json.loads((layout.model_dir(h) / "summary.json").read_text()) for h in ("dense", "finetune")}
     print(
         "test metrics:",
         {h: round(m["accuracy"], 4) for h, m in metrics.items()},
@@ -80,7 +80,7 @@ def test_dvc_repro_on_real_data(tmp_path):
     assert metrics["finetune"]["accuracy"] >= FINETUNE_BAR
     assert summaries["finetune"]["val_loss"] <= summaries["dense"]["val_loss"] + 1e-5  # it keeps its start if no better
 
-    features = data.features / "train.npy"
+    features = layout.features / "train.npy"
     stamp = features.stat().st_mtime_ns
     assert _ran(_repro(project)) == {"source"}  # nothing changed: only the params and source check runs
 

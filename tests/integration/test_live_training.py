@@ -39,22 +39,22 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
 
 
 def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, mlflow_server, tmp_path, monkeypatch):
-    data, root, params = _project(tiny_project, tmp_path / "project", "live_tiny")
+    layout, root, params = _project(tiny_project, tmp_path / "project", "live_tiny")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(root)  # as DVC runs the stage: in the project, whose commit names the run
-    run_stage("train_dense", data, root / "params.yaml")
+    run_stage("train_dense", layout, root / "params.yaml")
 
     client = MlflowClient(mlflow_server)
-    record = ExecutionRecord.load(data.execution("train_dense"))
+    record = ExecutionRecord.load(layout.execution("train_dense"))
     live = client.get_run(record.mlflow_live_run_id)  # logged by the training stage, before any track
     assert live.info.run_name == run_name({"mlflow.source.git.commit": tiny_project.commit}, "dense")
     assert live.info.status == "FINISHED" and live.data.tags[STATE_TAG] == "trained"
     assert "mlflow.parentRunId" not in live.data.tags  # not a child until track adopts it
-    history = [line.split(",") for line in (data.model_dir("dense") / "history.csv").read_text().split()[1:]]
+    history = [line.split(",") for line in (layout.model_dir("dense") / "history.csv").read_text().split()[1:]]
     for i, key in enumerate(KEYS, start=1):
         assert _history(client, live.info.run_id, key) == [(int(row[0]), float(row[i])) for row in history]
 
-    first = track(parse_config(params), data, root / "dvc.lock", tmp_path / "first.json")
+    first = track(parse_config(params), layout, root / "dvc.lock", tmp_path / "first.json")
     assert first.child_run_ids["dense"] == live.info.run_id
     adopted = client.get_run(live.info.run_id)
     assert adopted.data.tags["mlflow.parentRunId"] == first.parent_run_id
@@ -65,20 +65,20 @@ def test_epochs_show_up_while_training_and_track_adopts_the_run(tiny_project, ml
         assert _history(client, live.info.run_id, key) == [(int(row[0]), float(row[i])) for row in history]
 
     # A track rerun without retraining (the same execution) reuses the first's runs: the child stays its parent's.
-    second = track(parse_config(params), data, root / "dvc.lock", tmp_path / "second.json")
+    second = track(parse_config(params), layout, root / "dvc.lock", tmp_path / "second.json")
     assert (second.parent_run_id, second.child_run_ids) == (first.parent_run_id, first.child_run_ids)
     assert client.get_run(live.info.run_id).data.tags["mlflow.parentRunId"] == first.parent_run_id
 
 
 def test_a_training_stage_that_crashes_ends_its_live_run_failed(tiny_project, mlflow_server, tmp_path, monkeypatch):
-    data, root, _ = _project(tiny_project, tmp_path / "project", "live_crash")
-    (data.features / "validation.npy").write_bytes(b"not an array")  # training raises once it reads validation
-    data.execution("train_dense").unlink()
+    layout, root, _ = _project(tiny_project, tmp_path / "project", "live_crash")
+    (layout.features / "validation.npy").write_bytes(b"not an array")  # training raises once it reads validation
+    layout.execution("train_dense").unlink()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(root)
     with pytest.raises(ValueError):  # numpy: not a .npy file
-        run_stage("train_dense", data, root / "params.yaml")
-    assert not data.execution("train_dense").exists()  # no record, so no track ever adopts the run
+        run_stage("train_dense", layout, root / "params.yaml")
+    assert not layout.execution("train_dense").exists()  # no record, so no track ever adopts the run
 
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("live_crash").experiment_id])
@@ -86,12 +86,12 @@ def test_a_training_stage_that_crashes_ends_its_live_run_failed(tiny_project, ml
     assert run.info.end_time is not None
 
 
-def _train_in_a_process(data: DatasetLayout, root: Path, uri: str | None) -> str:
+def _train_in_a_process(layout: DatasetLayout, root: Path, uri: str | None) -> str:
     """The dense head's stage as DVC runs it (a fresh process in the project; retrained from the features), with
     MLFLOW_TRACKING_URI = `uri`; its output."""
-    shutil.rmtree(data.model_dir("dense"))
-    data.execution("train_dense").unlink()
-    module, args = stage_command("train_dense", data)
+    shutil.rmtree(layout.model_dir("dense"))
+    layout.execution("train_dense").unlink()
+    module, args = stage_command("train_dense", layout)
     environ = env()
     environ.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
@@ -109,23 +109,25 @@ def _train_in_a_process(data: DatasetLayout, root: Path, uri: str | None) -> str
 @pytest.fixture(scope="module")
 def without_server(tiny_project, tmp_path_factory) -> DatasetLayout:
     """The dense head trained with no MLFLOW_TRACKING_URI at all."""
-    data, root, _ = _project(tiny_project, tmp_path_factory.mktemp("no_server") / "project", "dead_tiny")
-    _train_in_a_process(data, root, None)
-    return data
+    layout, root, _ = _project(tiny_project, tmp_path_factory.mktemp("no_server") / "project", "dead_tiny")
+    _train_in_a_process(layout, root, None)
+    return layout
 
 
 @pytest.mark.parametrize("server", ["closed port", "hung"])
 def test_a_dead_server_does_not_change_training(tiny_project, without_server, tmp_path, server):
-    data, root, _ = _project(tiny_project, tmp_path / "project", "dead_tiny")
+    layout, root, _ = _project(tiny_project, tmp_path / "project", "dead_tiny")
     listener = silent_listener() if server == "hung" else None
     port = listener.getsockname()[1] if listener else free_port()
     try:
-        output = _train_in_a_process(data, root, f"http://127.0.0.1:{port}")
+        output = _train_in_a_process(layout, root, f"http://127.0.0.1:{port}")
     finally:
         if listener:
             listener.close()
     for name in ("model.keras", "history.csv", "summary.json"):  # the same bytes as without any server
-        assert (data.model_dir("dense") / name).read_bytes() == (without_server.model_dir("dense") / name).read_bytes()
-    record = ExecutionRecord.load(data.execution("train_dense"))
+        assert (layout.model_dir("dense") / name).read_bytes() == (
+            without_server.model_dir("dense") / name
+        ).read_bytes()
+    record = ExecutionRecord.load(layout.execution("train_dense"))
     assert record.mlflow_live_run_id is None and record.epochs_run is not None and record.epochs_run >= 1
     assert output.count("live MLflow logging") == 1, output  # one warning, then it stopped trying

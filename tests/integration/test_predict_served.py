@@ -56,14 +56,14 @@ def served(served_store, tmp_path_factory):
 
 def test_served_model_answers_over_http(tiny_project, served):
     """POST base64 image files to /invocations: one answer per row, a corrupt row gets its error."""
-    images = sorted(tiny_project.data.raw.rglob("*.jpg"))[:3]
+    images = sorted(tiny_project.layout.raw.rglob("*.jpg"))[:3]
     rows = [[base64.b64encode(p.read_bytes()).decode()] for p in images] + [[base64.b64encode(b"junk").decode()]]
     body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
     request = urllib.request.Request(f"{served}/invocations", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         answers = json.loads(response.read())["predictions"]
     expected = predict(
-        [str(p) for p in images], from_model_dir(tiny_project.data.model_dir("finetune"), tiny_project.cfg)
+        [str(p) for p in images], from_model_dir(tiny_project.layout.model_dir("finetune"), tiny_project.cfg)
     )
     assert len(answers) == 4
     for got, want in zip(answers, expected):

@@ -67,13 +67,13 @@ def served(project):
 
 def test_the_readme_serve_command_answers_with_a_class(tiny_project, project, served):
     """One image POSTed as docs/predict.md's curl sends it (dataframe_split, base64 in column `image`)."""
-    image = sorted(tiny_project.data.raw.rglob("*.jpg"))[0]
+    image = sorted(tiny_project.layout.raw.rglob("*.jpg"))[0]
     rows = [[base64.b64encode(image.read_bytes()).decode()]]
     body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
     request = urllib.request.Request(f"{served}/invocations", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         (answer,) = json.loads(response.read())["predictions"]
     head = read_json(DatasetLayout.of(repo_params()["data"]["name"], project).mlflow_record)["champion"]["head"]
-    (want,) = predict([str(image)], from_model_dir(tiny_project.data.model_dir(head), tiny_project.cfg))
+    (want,) = predict([str(image)], from_model_dir(tiny_project.layout.model_dir(head), tiny_project.cfg))
     assert answer["error"] is None and answer["class"] == want.label
     assert answer["probabilities"] == pytest.approx(want.probabilities, abs=1e-5)

@@ -39,22 +39,22 @@ def server(tmp_path_factory):
 def _scored(root: Path, name: str, score: float) -> DatasetLayout:
     """`root`'s dataset with both heads scoring `score` on every test metric, the shipped model 1 - `score` as its
     validation loss."""
-    data = DatasetLayout.of(name, root)
-    metrics = read_json(data.metrics)
-    write_json(data.metrics, {head: {**m, **dict.fromkeys(METRIC_NAMES, score)} for head, m in metrics.items()})
-    shipped = data.model_dir("finetune") / SUMMARY_FILE
+    layout = DatasetLayout.of(name, root)
+    metrics = read_json(layout.metrics)
+    write_json(layout.metrics, {head: {**m, **dict.fromkeys(METRIC_NAMES, score)} for head, m in metrics.items()})
+    shipped = layout.model_dir("finetune") / SUMMARY_FILE
     write_json(shipped, {**read_json(shipped), "val_loss": 1 - score})
-    return data
+    return layout
 
 
-def _track(root: Path, data: DatasetLayout, url: str, **extra: str) -> dict:
+def _track(root: Path, layout: DatasetLayout, url: str, **extra: str) -> dict:
     """The track stage's command in `root` (DVC_ROOT: the project; `extra` may say otherwise); its record."""
-    module, args = stage_command("track", data)
+    module, args = stage_command("track", layout)
     cmd = [sys.executable, "-m", module, "--params", str(root / "params.yaml"), *args]
     environ = env(**{"MLFLOW_TRACKING_URI": url, "DVC_ROOT": str(root), **extra})
     done = subprocess.run(cmd, cwd=root, env=environ, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return read_json(data.mlflow_record)
+    return read_json(layout.mlflow_record)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,8 @@ def workspace(tiny_project, server, tmp_path_factory) -> tuple[Path, DatasetLayo
     """A copy of tiny_project whose heads tie (the case where the dense head took the alias), tracked in its
     workspace: (root, dataset, record)."""
     root = shutil.copytree(tiny_project.root, tmp_path_factory.mktemp("aliases") / "project", symlinks=True)
-    data = _scored(root, tiny_project.cfg.data.name, 0.75)
-    return root, data, _track(root, data, server)
+    layout = _scored(root, tiny_project.cfg.data.name, 0.75)
+    return root, layout, _track(root, layout, server)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def experiment(tiny_project, server, workspace) -> dict:
     root = workspace[0]
     clone = shutil.copytree(tiny_project.root, root / ".dvc" / "tmp" / "exp-dropout", symlinks=True)
     write_params(clone / "params.yaml", deep_merge(tiny_project.params, {"dense": {"dropout": 0.3}}))
-    data = _scored(clone, tiny_project.cfg.data.name, 1.0)
-    return _track(clone, data, server, DVC_ROOT=str(root), DVC_EXP_NAME="exp-dropout")
+    layout = _scored(clone, tiny_project.cfg.data.name, 1.0)
+    return _track(clone, layout, server, DVC_ROOT=str(root), DVC_EXP_NAME="exp-dropout")
 
 
 def _aliased(client: MlflowClient, name: str) -> int:
@@ -82,10 +82,10 @@ def _aliased(client: MlflowClient, name: str) -> int:
 
 
 def test_champion_is_the_shipped_image_model(tiny_project, server, workspace):
-    _, data, record = workspace
+    _, layout, record = workspace
     client, name = MlflowClient(server), record["registered_model"]
     champion = record["champion"]
-    shipped = read_json(data.model_dir("finetune") / SUMMARY_FILE)["shipped"]
+    shipped = read_json(layout.model_dir("finetune") / SUMMARY_FILE)["shipped"]
     assert champion["head"] == "finetune" and champion["shipped"] == shipped and champion["changed"]
     mlflow.set_tracking_uri(server)
     # Any MLflow client: the Keras model takes RGB pixels, the served model image files.
@@ -94,8 +94,8 @@ def test_champion_is_the_shipped_image_model(tiny_project, server, workspace):
     assert keras_model.metadata.get_input_schema().inputs[0].shape == (-1, size, size, 3)
     pixels = np.asarray(keras_model.predict(np.full((1, size, size, 3), 128, np.float32)))
     assert pixels.shape == (1, 1) and 0 <= pixels[0, 0] <= 1
-    image = sorted(tiny_project.data.raw.rglob("*.jpg"))[0]
-    (want,) = from_model_dir(data.model_dir("finetune"), tiny_project.cfg).predict_files([("x", image)])
+    image = sorted(tiny_project.layout.raw.rglob("*.jpg"))[0]
+    (want,) = from_model_dir(layout.model_dir("finetune"), tiny_project.cfg).predict_files([("x", image)])
     served = mlflow.pyfunc.load_model(f"models:/{name}-served@champion")
     (answer,) = served.predict(pd.DataFrame({"image": [image.read_bytes()]})).to_dict("records")
     assert answer["class"] == want.label and answer["probability"] == pytest.approx(want.probability, abs=1e-5)
@@ -128,10 +128,10 @@ def test_run_names_say_what_tells_executions_apart(tiny_project, server, workspa
 
 
 def test_the_same_outputs_tracked_again_register_nothing_twice(server, workspace):
-    root, data, record = workspace
+    root, layout, record = workspace
     client, name = MlflowClient(server), record["registered_model"]
     before = (_versions(client, name), _runs(client, record["experiment_id"]))
-    again = _track(root, data, server)  # e.g. a stage that reran and wrote the same bytes: the same execution
+    again = _track(root, layout, server)  # e.g. a stage that reran and wrote the same bytes: the same execution
     assert again == record | {"champion": {**record["champion"], "changed": False}}
     assert (_versions(client, name), _runs(client, record["experiment_id"])) == before
 

@@ -25,7 +25,7 @@ SECTIONS = ["Data", "Test metrics", "Training (validation split)", "Plots"]
 
 
 def test_report_opens_offline_with_every_section_and_image(tiny_project):
-    report = tiny_project.data.report
+    report = tiny_project.layout.report
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM)
         try:
@@ -56,12 +56,12 @@ def second_dataset(tmp_path_factory):
     params = tiny_params({"data": {"name": "first", "url": "unused.zip"}, "finetune": wreck})
     params["datasets"] = {name: params["datasets"]["first"] for name in ("first", "three")}
     write_params(root / PARAMS_FILE, params)
-    data = DatasetLayout.of("three", root)
-    make_dataset(data.raw, n_classes=3, per_class=15, layout="flat")
-    run_stages(data, root / PARAMS_FILE, first="prepare")
+    layout = DatasetLayout.of("three", root)
+    make_dataset(layout.raw, n_classes=3, per_class=15, layout="flat")
+    run_stages(layout, root / PARAMS_FILE, first="prepare")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    return root, data
+    return root, layout
 
 
 def _open(path, script: str, arg=None):
@@ -87,14 +87,14 @@ TABLE = """(heading) => [...[...document.querySelectorAll('h2')].find(h => h.tex
 
 
 def test_offline_plots_of_a_second_dataset_are_its_own(second_dataset):
-    root, data = second_dataset
+    root, layout = second_dataset
     cmd = [sys.executable, "-m", "pipeline.evaluation.offline_plots", "--dataset", "three"]
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env())
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(data.offline_plots.relative_to(root) / "index.html")
-    shown = _open(data.offline_plots / "index.html", PAGE)
+    assert done.stdout.strip() == str(layout.offline_plots.relative_to(root) / "index.html")
+    shown = _open(layout.offline_plots / "index.html", PAGE)
     assert shown["h1"].startswith("DVC plots of three (")
-    not_shown = _open(data.offline_plots / "index.html", "() => [...document.querySelectorAll('.errors li')].length")
+    not_shown = _open(layout.offline_plots / "index.html", "() => [...document.querySelectorAll('.errors li')].length")
     assert not_shown == 3 and shown["body"].count("data/three/reports/plots/roc") == 3  # ROC: two classes only
     assert [alt for alt, drawn in shown["images"] if not drawn] == []
     alts = {alt for alt, _ in shown["images"]}
@@ -102,17 +102,17 @@ def test_offline_plots_of_a_second_dataset_are_its_own(second_dataset):
 
 
 def test_report_of_a_multiclass_second_dataset_reads_right(second_dataset):
-    _, data = second_dataset
-    shown = _open(data.report, PAGE)
+    _, layout = second_dataset
+    shown = _open(layout.report, PAGE)
     assert shown["h1"] == f"three{TITLE}"
-    metrics = _open(data.report, TABLE, "Test metrics")
+    metrics = _open(layout.report, TABLE, "Test metrics")
     header = metrics[0]
     assert "macro_f1" in header and "f1" not in header  # on three classes f1 is macro_f1 again
     for row in metrics[1:]:
         assert re.fullmatch(r"[01]\.\d{4}", row[header.index("roc_auc")])  # an AUC, not a percentage
-    training = _open(data.report, TABLE, "Training (validation split)")
+    training = _open(layout.report, TABLE, "Training (validation split)")
     assert all(row[training[0].index("class_weight")] for row in training[1:])  # "none" when unweighted
-    shipped = read_json(data.model_dir("finetune") / SUMMARY_FILE)["shipped"]
+    shipped = read_json(layout.model_dir("finetune") / SUMMARY_FILE)["shipped"]
     assert f"Shipped (predict's default, @champion): {shipped}, the candidate of lowest" in shown["body"]
-    md5 = hashlib.md5(data.model_file("dense").read_bytes()).hexdigest()
+    md5 = hashlib.md5(layout.model_file("dense").read_bytes()).hexdigest()
     assert f"git log -S {md5} -- dvc.lock" in shown["body"]  # its commit and date, from the workspace

@@ -45,14 +45,14 @@ def records(tiny_project, server, tmp_path_factory) -> list[dict]:
     """The track stage as dvc.yaml runs it (a subprocess, MLFLOW_TRACKING_URI set), twice on one copy of
     tiny_project's outputs; the mlflow.json record of each."""
     root = shutil.copytree(tiny_project.root, tmp_path_factory.mktemp("pg_project") / "project", symlinks=True)
-    data = DatasetLayout.of(tiny_project.cfg.data.name, root)
-    module, args = stage_command("track", data)
+    layout = DatasetLayout.of(tiny_project.cfg.data.name, root)
+    module, args = stage_command("track", layout)
     cmd = [sys.executable, "-m", module, "--params", str(root / "params.yaml"), *args]
     out = []
     for _ in range(2):
         done = subprocess.run(cmd, cwd=root, env=env(MLFLOW_TRACKING_URI=server[0]), capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        out.append(read_json(data.mlflow_record))
+        out.append(read_json(layout.mlflow_record))
     return out
 
 
@@ -90,7 +90,7 @@ def test_artifacts_are_in_the_shared_folder_and_the_champion_downloads(tiny_proj
         for run_id in record["child_run_ids"].values():
             assert (experiment / run_id / "artifacts" / "summary.json").is_file()
         parent = experiment / record["parent_run_id"] / "artifacts"
-        assert (parent / "metrics.json").read_bytes() == tiny_project.data.metrics.read_bytes()
+        assert (parent / "metrics.json").read_bytes() == tiny_project.layout.metrics.read_bytes()
     name = records[0]["registered_model"]
     models = list((shared / records[0]["experiment_id"] / "models").glob("*/artifacts/MLmodel"))
     assert len(models) == 4  # one execution (the second reused it): two heads, each also as the served model

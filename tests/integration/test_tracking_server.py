@@ -31,7 +31,7 @@ def first(tiny_project, mlflow_server):
         mp.setenv("DVC_EXP_NAME", "dusty-mast")
         mp.setenv("DVC_EXP_BASELINE_REV", tiny_project.commit)
         mp.delenv("DVC_ROOT", raising=False)
-        record = track(tiny_project.cfg, tiny_project.data, tiny_project.lock, tiny_project.data.mlflow_record)
+        record = track(tiny_project.cfg, tiny_project.layout, tiny_project.lock, tiny_project.layout.mlflow_record)
         return record.model_dump(mode="json")
 
 
@@ -40,7 +40,7 @@ def _artifacts(client, run_id, path=None):
 
 
 def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, first):
-    d = tiny_project.data
+    d = tiny_project.layout
     assert read_json(d.mlflow_record) == first and first["tracking_uri"] == mlflow_server
     client = MlflowClient(mlflow_server)
     assert client.get_experiment_by_name(tiny_project.cfg.data.name).experiment_id == first["experiment_id"]
@@ -73,7 +73,7 @@ def test_parent_run_has_params_tags_and_artifacts(tiny_project, mlflow_server, f
 def test_the_parent_runs_report_names_when_what_and_where_the_dvc_output_unchanged(tiny_project, mlflow_server, first):
     """report.html in MLflow says what the DVC output cannot (it must stay byte-identical): the execution's end,
     the commit, the DVC experiment, links to the runs, the champion."""
-    before = tiny_project.data.report.read_bytes()
+    before = tiny_project.layout.report.read_bytes()
     local = mlflow.artifacts.download_artifacts(
         run_id=first["parent_run_id"], artifact_path="report.html", tracking_uri=mlflow_server
     )
@@ -84,18 +84,18 @@ def test_the_parent_runs_report_names_when_what_and_where_the_dvc_output_unchang
     assert tiny_project.commit in html and "dusty-mast" in html and " UTC</td>" in html
     assert f"version {first['champion']['version']} (ships {first['champion']['shipped']}, validation" in html
     assert "commit and time: the MLflow run" not in html  # the note the copy fills in
-    assert tiny_project.data.report.read_bytes() == before and b"dusty-mast" not in before
+    assert tiny_project.layout.report.read_bytes() == before and b"dusty-mast" not in before
 
 
 def test_the_parent_spans_the_execution_and_holds_the_heads_scores(tiny_project, mlflow_server, first):
     """Its times are the stages' (from the first execution record's start to the last one's end), not the track
     stage's; its metrics compare the heads and name the champion."""
-    records = [read_json(p) for p in sorted(tiny_project.data.execution("x").parent.glob("*.json"))]
+    records = [read_json(p) for p in sorted(tiny_project.layout.execution("x").parent.glob("*.json"))]
     assert len(records) == 5  # download, extract, train_dense, train_finetune, evaluate
     parent = MlflowClient(mlflow_server).get_run(first["parent_run_id"])
     assert parent.info.start_time == min(r["started_ms"] for r in records)
     assert parent.info.end_time == max(r["ended_ms"] for r in records)
-    test_metrics, champion = read_json(tiny_project.data.metrics), first["champion"]
+    test_metrics, champion = read_json(tiny_project.layout.metrics), first["champion"]
     assert parent.data.metrics == {
         "dense_test_accuracy": pytest.approx(test_metrics["dense"]["accuracy"]),
         "finetune_test_accuracy": pytest.approx(test_metrics["finetune"]["accuracy"]),
@@ -106,7 +106,7 @@ def test_the_parent_spans_the_execution_and_holds_the_heads_scores(tiny_project,
 
 
 def test_a_child_run_per_head_with_history_test_metrics_and_plots(tiny_project, mlflow_server, first):
-    d = tiny_project.data
+    d = tiny_project.layout
     client = MlflowClient(mlflow_server)
     children = client.search_runs([first["experiment_id"]], f"tags.mlflow.parentRunId = '{first['parent_run_id']}'")
     assert {r.data.params["head"]: r.info.run_id for r in children} == first["child_run_ids"]
@@ -148,7 +148,7 @@ def test_a_child_run_per_head_with_history_test_metrics_and_plots(tiny_project, 
 
 
 def test_models_are_registered_and_the_champion_loads_and_predicts(tiny_project, mlflow_server, first, monkeypatch):
-    d = tiny_project.data
+    d = tiny_project.layout
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # for the fluent calls below
     client = MlflowClient(mlflow_server)
     name = first["registered_model"]
@@ -181,10 +181,10 @@ def test_a_head_only_change_gets_new_runs_and_the_champion_stays_the_best(
     root = shutil.copytree(tiny_project.root, tmp_path / "project", symlinks=True)
     params = deep_merge(tiny_project.params, {"finetune": {"learning_rate": 3e-4}})
     write_params(root / "params.yaml", params)
-    data = DatasetLayout.of(tiny_project.cfg.data.name, root)
-    run_stages(data, root / "params.yaml", first="train_finetune")
+    layout = DatasetLayout.of(tiny_project.cfg.data.name, root)
+    run_stages(layout, root / "params.yaml", first="train_finetune")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    second = track(parse_config(params), data, root / "dvc.lock", data.mlflow_record).model_dump(mode="json")
+    second = track(parse_config(params), layout, root / "dvc.lock", layout.mlflow_record).model_dump(mode="json")
 
     assert second["experiment_id"] == first["experiment_id"] and second["parent_run_id"] != first["parent_run_id"]
     assert not set(second["child_run_ids"].values()) & set(first["child_run_ids"].values())

@@ -18,7 +18,7 @@ from tests.helpers.images import make_dataset, make_image
 
 
 def test_features_cached_with_provenance(tiny_project):
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     meta = json.loads((d.features / "meta.json").read_text())
     assert meta["backbone"] == cfg.backbone.model_dump()
     assert meta["classes"] == ["cats", "dogs"] and meta["counts"] == {"train": 24, "validation": 8, "test": 8}
@@ -29,7 +29,7 @@ def test_features_cached_with_provenance(tiny_project):
 
 
 def test_execution_records_hold_what_each_run_measured(tiny_project):
-    d = tiny_project.data
+    d = tiny_project.layout
     extract_run = read_json(d.execution("extract"))
     assert set(extract_run["images_per_second"]) == set(SPLITS) and extract_run["seconds"] > 0
     assert "CPU" in extract_run["devices"] or "GPU" in extract_run["devices"]
@@ -42,7 +42,7 @@ def test_execution_records_hold_what_each_run_measured(tiny_project):
 
 
 def test_features_are_deterministic(tiny_project, tmp_path):
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     speed = extract(d.manifest, tmp_path / "again", cfg.backbone, cfg.extract)
     assert set(speed) == set(SPLITS) and all(v > 0 for v in speed.values())  # img/s per split
     for split in SPLITS:
@@ -52,7 +52,7 @@ def test_features_are_deterministic(tiny_project, tmp_path):
 
 
 def test_dense_head_has_the_classic_shape_and_learns(tiny_project):
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     model = keras.models.load_model(d.model_file("dense"))
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     assert [type(layer).__name__ for layer in layers] == ["Flatten", "Dense", "Dropout", "Dense"]
@@ -66,7 +66,7 @@ def test_dense_head_has_the_classic_shape_and_learns(tiny_project):
 
 
 def test_finetune_unfreezes_only_top_blocks_and_keeps_batchnorm_frozen(tiny_project):
-    model = keras.models.load_model(tiny_project.data.model_file("finetune"))
+    model = keras.models.load_model(tiny_project.layout.model_file("finetune"))
     base = model.get_layer(BASE_NAME)
     trainable = sorted(layer.name for layer in base.layers if layer.trainable and layer.weights)
     assert trainable == ["conv_dw_13", "conv_pw_13"]
@@ -74,7 +74,7 @@ def test_finetune_unfreezes_only_top_blocks_and_keeps_batchnorm_frozen(tiny_proj
 
 
 def test_evaluate_writes_metrics_and_plots(tiny_project):
-    d = tiny_project.data
+    d = tiny_project.layout
     metrics = json.loads(d.metrics.read_text())
     for head in ("dense", "finetune"):
         m = metrics[head]
@@ -95,7 +95,7 @@ def test_evaluate_writes_metrics_and_plots(tiny_project):
 
 
 def test_evaluate_on_another_labelled_folder(tiny_project, tmp_path):
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     other = make_dataset(tmp_path / "other", per_class=5, layout="flat")
     metrics = evaluate_folder(other, d.model_dir("dense"), d.model_dir("finetune"), tmp_path / "r", cfg)
     assert metrics["dense"].n == metrics["finetune"].n == 10

@@ -31,7 +31,7 @@ def test_cli_predicts_files_and_folders_and_reports_each_bad_file(tiny_project, 
     folder = tmp_path / "in"
     bad = _bad_files(folder)
     Image.new("RGBA", (40, 30), (200, 30, 30, 120)).save(folder / "alpha.png")  # converted as prepare does
-    single = next(tiny_project.data.raw.rglob("dogs/*.jpg"))
+    single = next(tiny_project.layout.raw.rglob("dogs/*.jpg"))
     with pytest.raises(SystemExit) as exit_:
         main([str(single), str(folder), str(tmp_path / "missing.jpg"), "--csv", str(tmp_path / "out.csv")])
     assert exit_.value.code == 1
@@ -55,7 +55,7 @@ def test_cli_predicts_files_and_folders_and_reports_each_bad_file(tiny_project, 
 
 def test_predictions_agree_with_evaluate_on_the_raw_test_files(tiny_project):
     """predict decodes the original files itself; evaluate read prepare's manifest: same answers."""
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     root = find_root(d.raw)  # manifest sources are relative to the dataset's root (inside the archive's folder)
     files = [str(root / r.source) for r in split_rows(read_manifest(d.manifest), "test")]
     got = predict(files, from_model_dir(d.model_dir("finetune"), cfg))
@@ -67,13 +67,13 @@ def test_predictions_agree_with_evaluate_on_the_raw_test_files(tiny_project):
 
 
 def test_urls_are_downloaded_and_failures_reported(tiny_project):
-    image = next(tiny_project.data.raw.rglob("cats/*.jpg"))
+    image = next(tiny_project.layout.raw.rglob("cats/*.jpg"))
     server = serve(image.parent)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         got = predict(
             [f"{base}/{image.name}", f"{base}/nope.jpg"],
-            from_model_dir(tiny_project.data.model_dir("finetune"), tiny_project.cfg),
+            from_model_dir(tiny_project.layout.model_dir("finetune"), tiny_project.cfg),
         )
     finally:
         server.shutdown()
@@ -91,7 +91,7 @@ def test_model_uris_of_the_served_model_and_of_keras_models(tiny_project, served
     """The pyfunc model by registry alias, and both heads logged as Keras models the way the track stage does
     (class names in the run's summary.json, backbone and tta_flip in its config.json): the champion may be either.
     A run without config.json is refused, naming it."""
-    d, cfg = tiny_project.data, tiny_project.cfg
+    d, cfg = tiny_project.layout, tiny_project.cfg
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served_store)
     images = [str(p) for p in sorted(d.raw.rglob("*.jpg"))[:4]]
     runs = {}

@@ -47,16 +47,16 @@ def pooled(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipes")
     archive = zip_dir(make_dataset(root / "src" / "three", n_classes=3), root / "three.zip")
     params = tiny_params(RECIPE, {"data": {"name": "three", "url": str(archive)}})
-    data = DatasetLayout.of("three", root)
-    run_stages(data, write_params(root / "params.yaml", params), first="download")
-    return root, data, params
+    layout = DatasetLayout.of("three", root)
+    run_stages(layout, write_params(root / "params.yaml", params), first="download")
+    return root, layout, params
 
 
 def test_ensemble_of_pooled_heads_is_one_model(pooled):
-    _, data, _ = pooled
-    summary = json.loads((data.model_dir("dense") / "summary.json").read_text())
+    _, layout, _ = pooled
+    summary = json.loads((layout.model_dir("dense") / "summary.json").read_text())
     assert summary["members"] == 2 and len(summary["member_best_epochs"]) == 2
-    head = load_for_inference(data.model_file("dense"))
+    head = load_for_inference(layout.model_file("dense"))
     assert head.get_layer("ensemble_mean") is not None
     x = np.random.default_rng(0).random((4, *head.inputs[0].shape[1:])).astype("float32")
     members = [m for m in head.layers if isinstance(m, keras.Model)]
@@ -66,13 +66,13 @@ def test_ensemble_of_pooled_heads_is_one_model(pooled):
 
 
 def test_pooled_recipe_is_evaluated_and_predicted(pooled):
-    root, data, params = pooled
-    metrics = json.loads(data.metrics.read_text())
+    root, layout, params = pooled
+    metrics = json.loads(layout.metrics.read_text())
     assert set(metrics) == {"dense", "finetune"} and metrics["dense"]["n"] > 0
-    assert (data.plots / "gradcam_finetune.png").stat().st_size > 0  # Grad-CAM through the ensemble head
+    assert (layout.plots / "gradcam_finetune.png").stat().st_size > 0  # Grad-CAM through the ensemble head
     images = sorted((root / "src" / "three" / "validation" / "birds").glob("*.jpg"))[:2]
     for head in ("dense", "finetune"):
-        predictor = from_model_dir(data.model_dir(head), tiny_config(params))
+        predictor = from_model_dir(layout.model_dir(head), tiny_config(params))
         out = predict([str(p) for p in images], predictor)
         assert [p.error for p in out] == [None, None] and all(p.label in predictor.classes for p in out)
 
@@ -93,18 +93,18 @@ def test_finetune_keeps_the_start_when_every_epoch_is_worse(tmp_path):
             }
         },
     )
-    data = DatasetLayout.of("two", tmp_path)
-    run_stages(data, write_params(tmp_path / "params.yaml", params), first="download", last="train_finetune")
-    summary = json.loads((data.model_dir("finetune") / "summary.json").read_text())
-    history = (data.model_dir("finetune") / "history.csv").read_text().splitlines()[1:]
+    layout = DatasetLayout.of("two", tmp_path)
+    run_stages(layout, write_params(tmp_path / "params.yaml", params), first="download", last="train_finetune")
+    summary = json.loads((layout.model_dir("finetune") / "summary.json").read_text())
+    history = (layout.model_dir("finetune") / "history.csv").read_text().splitlines()[1:]
     val_losses = [float(line.split(",")[3]) for line in history]
     assert summary["shipped"] == "dense" and summary["val_loss"] < min(val_losses)
-    dense = json.loads((data.model_dir("dense") / "summary.json").read_text())
+    dense = json.loads((layout.model_dir("dense") / "summary.json").read_text())
     assert summary["val_accuracy"] == pytest.approx(dense["val_accuracy"], abs=1e-6)
 
 
 def test_lr_find_writes_curve_plot_and_suggestion(pooled, monkeypatch):
-    root, data, _ = pooled
+    root, layout, _ = pooled
     monkeypatch.chdir(root)
     for head in ("dense", "finetune"):
         lr_find_main(["--head", head, "--steps", "30"])

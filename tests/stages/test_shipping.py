@@ -29,7 +29,7 @@ def test_the_lowest_validation_log_loss_ships_and_a_tie_goes_to_the_cheaper():
 
 
 def test_the_stage_records_what_it_shipped_and_why(tiny_project):
-    summary = read_json(tiny_project.data.model_dir("finetune") / SUMMARY_FILE)
+    summary = read_json(tiny_project.layout.model_dir("finetune") / SUMMARY_FILE)
     assert summary["shipped"] in CANDIDATES and set(summary["candidates"]) == set(CANDIDATES)
     shipped = summary["candidates"][summary["shipped"]]
     assert (summary["val_loss"], summary["val_accuracy"]) == (shipped["val_loss"], shipped["val_accuracy"])
@@ -39,7 +39,7 @@ def test_the_stage_records_what_it_shipped_and_why(tiny_project):
 @pytest.fixture(scope="module")
 def averaged(tiny_project, tmp_path_factory):
     """tiny_project's fine-tuned model averaged with a copy whose head is perturbed: saved and loaded again."""
-    tuned = load_for_inference(tiny_project.data.model_dir("finetune") / MODEL_FILE)
+    tuned = load_for_inference(tiny_project.layout.model_dir("finetune") / MODEL_FILE)
     start = keras.models.clone_model(tuned)
     start.name = "start"
     start.set_weights([w + 0.05 if w.ndim == 1 else w for w in tuned.get_weights()])
@@ -50,7 +50,7 @@ def averaged(tiny_project, tmp_path_factory):
 
 def test_an_average_is_the_mean_of_its_models_probabilities(tiny_project, averaged):
     start, tuned, loaded = averaged
-    paths = [r.path for r in read_manifest(tiny_project.data.manifest)][:6]
+    paths = [r.path for r in read_manifest(tiny_project.layout.manifest)][:6]
     size, n = tiny_project.cfg.backbone.image_size, 2
     want = (image_probabilities(start, paths, n, size, False) + image_probabilities(tuned, paths, n, size, False)) / 2
     np.testing.assert_allclose(image_probabilities(loaded, paths, n, size, False), want, atol=1e-6)

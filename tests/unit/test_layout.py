@@ -8,33 +8,33 @@ from pipeline.layout import HEADS, DatasetLayout, plot_files
 
 
 def test_paths_of_one_dataset():
-    data = DatasetLayout.of("cats", "/project")
+    layout = DatasetLayout.of("cats", "/project")
     root = Path("/project/data/cats")
-    assert data.root == root
-    assert (data.raw, data.download_info, data.prepare_summary) == (
+    assert layout.root == root
+    assert (layout.raw, layout.download_info, layout.prepare_summary) == (
         root / "raw",
         root / "download.json",
         root / "prepare.json",
     )
-    assert (data.manifest, data.quarantine) == (root / "prepared/manifest.csv", root / "prepared/quarantine.csv")
-    assert data.features == root / "features"
-    assert [data.model_file(h) for h in HEADS] == [
+    assert (layout.manifest, layout.quarantine) == (root / "prepared/manifest.csv", root / "prepared/quarantine.csv")
+    assert layout.features == root / "features"
+    assert [layout.model_file(h) for h in HEADS] == [
         root / "models/dense/model.keras",
         root / "models/finetune/model.keras",
     ]
-    assert (data.metrics, data.report, data.mlflow_record) == (
+    assert (layout.metrics, layout.report, layout.mlflow_record) == (
         root / "reports/metrics.json",
         root / "reports/report.html",
         root / "reports/mlflow.json",
     )
-    assert data.plots == root / "reports/plots"
+    assert layout.plots == root / "reports/plots"
 
 
 def test_execution_records_lie_outside_every_stage_output():
-    data = DatasetLayout.of("cats")
-    record = data.execution("extract")
+    layout = DatasetLayout.of("cats")
+    record = layout.execution("extract")
     assert record == Path("data/cats/execution/extract.json")
-    outputs = [data.raw, data.prepared, data.features, *(data.model_dir(h) for h in HEADS), data.reports]
+    outputs = [layout.raw, layout.prepared, layout.features, *(layout.model_dir(h) for h in HEADS), layout.reports]
     assert not any(record.is_relative_to(out) for out in outputs)
 
 

@@ -11,14 +11,14 @@ from tests.helpers.params import repo_params, write_params
 
 def test_summary_fits_a_terminal_and_quotes_the_metrics():
     name = repo_params()["data"]["name"]
-    data = DatasetLayout.of(name, REPO)
-    lines = summary_lines(data, name)
+    layout = DatasetLayout.of(name, REPO)
+    lines = summary_lines(layout, name)
     assert all(len(line) <= WIDTH for line in lines)
-    metrics = read_json(data.metrics)
+    metrics = read_json(layout.metrics)
     for head in HEADS:
         row = next(line for line in lines if line.startswith(head))
         assert f"{metrics[head]['accuracy']:.2%}" in row and f"{metrics[head]['f1']:.3f}" in row
-    assert any(str(data.report) in line for line in lines)
+    assert any(str(layout.report) in line for line in lines)
 
 
 def test_every_dataset_gets_a_block_and_one_not_built_says_so(tmp_path, monkeypatch, capsys):
