@@ -27,9 +27,10 @@ import tensorflow as tf  # noqa: E402
 
 from pipeline.config import FinetuneConfig, load_config  # noqa: E402
 from pipeline.data.manifest import read_manifest, split_rows  # noqa: E402
-from pipeline.model.backbone import BASE_NAME, split_at_trainable  # noqa: E402
+from pipeline.model.backbone import split_at_trainable  # noqa: E402
 from pipeline.model.heads import augmentation, build_finetune_model  # noqa: E402
 from pipeline.model.inputs import image_dataset  # noqa: E402
+from pipeline.model.parts import finetune_parts  # noqa: E402
 from pipeline.model.training import compile_for  # noqa: E402
 from pipeline.stages.train_finetune import train_finetune  # noqa: E402
 
@@ -58,9 +59,10 @@ def profile(data: Path, cfg, n_train: int, n_val: int, paths: list[str], labels:
     still = {"flip": False, "rotation": 0, "zoom": 0, "color": 0.0}
     no_aug_cfg = FinetuneConfig(**{**ft.model_dump(), "augment": still})
     no_aug = compile_for(build_finetune_model(head, cfg.backbone, no_aug_cfg), ft, n_classes, math.ceil(n_train / bs))
-    bottom, top = split_at_trainable(model.get_layer(BASE_NAME), ft.unfreeze_blocks)
+    parts = finetune_parts(model)
+    bottom, top = split_at_trainable(parts.base, ft.unfreeze_blocks)
     aug = keras.Sequential(augmentation(ft.augment, ft.seed))
-    rescale = model.get_layer("mobilenet_preprocess")
+    rescale = parts.preprocessing
     acts = [(bottom(rescale(x), training=False), y) for x, y in pairs]
     inputs = keras.Input(top.input.shape[1:])
     trainer = compile_for(

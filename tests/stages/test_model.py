@@ -10,8 +10,8 @@ import pytest
 from pipeline.contracts import ExecutionRecord
 from pipeline.files import read_json
 from pipeline.layout import SPLITS
-from pipeline.model.backbone import BASE_NAME
 from pipeline.model.features import load_features
+from pipeline.model.parts import finetune_parts
 from pipeline.stages.evaluate import evaluate_folder
 from pipeline.stages.extract import extract
 from tests.helpers.images import make_dataset, make_image
@@ -67,7 +67,7 @@ def test_dense_head_has_the_classic_shape_and_learns(tiny_project):
 
 def test_finetune_unfreezes_only_top_blocks_and_keeps_batchnorm_frozen(tiny_project):
     model = keras.models.load_model(tiny_project.layout.model_file("finetune"))
-    base = model.get_layer(BASE_NAME)
+    base = finetune_parts(model).base
     trainable = sorted(layer.name for layer in base.layers if layer.trainable and layer.weights)
     assert trainable == ["conv_dw_13", "conv_pw_13"]
     assert not any(layer.trainable for layer in base.layers if "bn" in layer.name)
