@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pipeline.layout import METRIC_NAMES, SUMMARY_METRICS
 from pipeline.links import is_server, mlflow_run_url
@@ -16,16 +17,23 @@ OUTCOME_TEXT = {
 }
 
 
-def read_json_at(root: Path, path: Path | str, rev: str | None = None) -> dict | None:
+def json_object(text: str, source: object) -> dict[str, Any]:
+    """The JSON object in `text` (what our files and commands write); `source` names it in the error."""
+    if isinstance(obj := json.loads(text), dict):
+        return obj
+    raise ValueError(f"{source} holds a JSON {type(obj).__name__}, not an object")
+
+
+def read_json_at(root: Path, path: Path | str, rev: str | None = None) -> dict[str, Any] | None:
     """A JSON file of the workspace (rev None) or of a DVC experiment; None when that revision has none."""
     if rev is None:
         file = root / path
-        return json.loads(file.read_text()) if file.exists() else None
+        return json_object(file.read_text(), file) if file.exists() else None
     import dvc.api
     from dvc.exceptions import PathMissingError
 
     try:
-        return json.loads(dvc.api.read(Path(path).as_posix(), repo=str(root), rev=rev))
+        return json_object(dvc.api.read(Path(path).as_posix(), repo=str(root), rev=rev), f"{path} at {rev}")
     except PathMissingError:
         return None
 

@@ -13,8 +13,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.dvc_runner import LOCKED
+
+if TYPE_CHECKING:  # for the annotation only: DVC is imported where it is used
+    from dvc.stage import Stage
 
 RUNNER = Path(__file__).with_name("dvc_runner.py")
 
@@ -36,7 +40,7 @@ def project_root(path: str | Path | None = None) -> Path:
     return Path(Repo.find_root(str(path or Path.cwd()))).resolve()
 
 
-def _target(stage, root: Path) -> str:
+def _target(stage: Stage, root: Path) -> str:
     """The stage as `dvc repro` run in `root` names it: `name` in ./dvc.yaml, else `path:name` or the .dvc file
     (DVC's own `addressing` is relative to the caller's working directory)."""
     from dvc.stage import PipelineStage

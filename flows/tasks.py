@@ -8,13 +8,13 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
 
 from flows.artifacts import OUTCOME_TEXT
 from flows.dvc_commands import is_up_to_date, reproduce_stage
@@ -66,7 +66,7 @@ def run_stage(
     )
 
 
-def stage_task(stage: str):
+def stage_task(stage: str) -> Task[[str, Path, float, list[str] | None, dict[str, str] | None], State]:
     """The stage's task, retried with growing delays where a retry can help."""
     retries = RETRIES.get(stage_parts(stage)[0], 0)
     return run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(10) if retries else 0)
@@ -93,7 +93,9 @@ def run_stages(
                 results[stage] = {"outcome": "skipped", "seconds": seconds}
                 continue
         task = stage_task(stage)
-        results[stage] = task(stage, root, lock_timeout_s, (pull or {}).get(stage), env, return_state=True).result()
+        state = task(stage, root, lock_timeout_s, (pull or {}).get(stage), env, return_state=True)
+        # a task that returns a State ends in it: result() is that state's data, run_stage's dict, not a State
+        results[stage] = cast(dict[str, Any], state.result())
     return results
 
 

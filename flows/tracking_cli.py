@@ -3,11 +3,12 @@ MLflow (and its import time), and the trial logs with the code of its own checko
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from flows.artifacts import json_object
 from flows.dvc_commands import dvc_env
 
 
@@ -15,7 +16,7 @@ class SweepTrackingError(RuntimeError):
     """The tracking command failed (server unreachable, unknown parent run)."""
 
 
-def sweep_tracking(args: list[str], root: Path, env: dict[str, str] | None = None) -> dict:
+def sweep_tracking(args: list[str], root: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One `pipeline.tracking.sweep` command in `root`, with `env` added to the environment; the JSON it prints."""
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.tracking.sweep", *args],
@@ -27,4 +28,4 @@ def sweep_tracking(args: list[str], root: Path, env: dict[str, str] | None = Non
     if done.returncode != 0:
         failed = f"pipeline.tracking.sweep {args[0]} failed (exit {done.returncode})"
         raise SweepTrackingError(f"{failed}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_object(done.stdout.strip().splitlines()[-1], f"pipeline.tracking.sweep {args[0]}'s output")

@@ -30,7 +30,9 @@ def dvc_exp_show(n: int) -> list[dict]:
     done = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(n)], capture_output=True, text=True)
     if done.returncode != 0:
         raise CompareError(f"dvc exp show failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)
+    if isinstance(shown := json.loads(done.stdout), list):
+        return shown
+    raise CompareError(f"dvc exp show printed a JSON {type(shown).__name__}, not a list")
 
 
 def _revisions(shown: list[dict]) -> Iterator[tuple[str, dict]]:

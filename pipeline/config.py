@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.layout import PARAMS_FILE, RESERVED_NAMES
 from pipeline.params_file import ConfigError, load_params
@@ -50,7 +50,7 @@ class SplitConfig(_Strict):
 
     @field_validator("test")
     @classmethod
-    def _leaves_training_data(cls, test: float, info) -> float:
+    def _leaves_training_data(cls, test: float, info: ValidationInfo) -> float:
         if test + info.data.get("validation", 0) >= 1:
             raise ValueError("split.validation + split.test must be below 1")
         return test
@@ -95,7 +95,7 @@ class TrainingConfig(_Strict):
     class_weight: Literal["none", "balanced"]  # balanced: rare classes weigh more in the loss
 
     @model_validator(mode="after")
-    def _warmup_within_epochs(self):
+    def _warmup_within_epochs(self) -> TrainingConfig:
         if self.warmup_epochs and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
         return self
@@ -110,7 +110,7 @@ class DenseConfig(TrainingConfig):
     flip: bool  # also train on the mirrored train images' features (extract caches them): twice the examples
 
     @model_validator(mode="after")
-    def _seeds_in_range(self):
+    def _seeds_in_range(self) -> DenseConfig:
         if self.seed + self.ensemble - 1 > SEED_MAX:
             raise ValueError(
                 f"seed + ensemble - 1 must be at most {SEED_MAX} (each ensemble member takes the next seed)"

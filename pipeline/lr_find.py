@@ -91,7 +91,7 @@ def log_to_mlflow(cfg: Config, head: str, result: RangeTest, files: list[Path]) 
         mlflow.log_metrics({"suggested_learning_rate": result.suggestion, "steepest_descent": result.steepest})
         for f in files:
             mlflow.log_artifact(str(f), "lr_find")
-    return run.info.run_id
+    return str(run.info.run_id)
 
 
 def main(argv: list[str] | None = None) -> None:

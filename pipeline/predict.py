@@ -64,11 +64,11 @@ def from_model_uri(uri: str) -> Predictor:
         info = mlflow.models.get_model_info(uri)
         if "keras" not in info.flavors:
             wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-            if not isinstance(getattr(wrapper, "predictor", None), Predictor):
+            if not isinstance(predictor := getattr(wrapper, "predictor", None), Predictor):
                 raise PredictError(
                     f"{uri}: neither a Keras model nor the image pyfunc model of pipeline/tracking/served.py"
                 )
-            return wrapper.predictor
+            return predictor
         logged = {f.path for f in mlflow.MlflowClient().list_artifacts(info.run_id)}
         if missing := [f for f in (SUMMARY_FILE, RUN_CONFIG) if f not in logged]:
             raise PredictError(

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -115,7 +115,7 @@ def verify_archive(path: Path, cfg: DataConfig) -> str:
 
 
 @contextlib.contextmanager
-def _archive_errors(path: Path):
+def _archive_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as err:
@@ -174,9 +174,7 @@ def _refuse_overlap(url: str, local: Path | None, raw_dir: Path) -> None:
             raise RefusedError(f"data.url {url} ({src}) overlaps the output folder {out}: refusing to copy it")
 
 
-def download(
-    cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0
-) -> tuple[DownloadRecord, str]:
+def download(cfg: DataConfig, raw_dir: Path, attempts: int = 3, timeout: float = 30.0) -> tuple[DownloadRecord, str]:
     """Fetch, verify and extract `cfg.url` into `raw_dir`. Returns (what was fetched: the same for the same
     data on any machine, where it was read from: a local path or the URL)."""
     source, local = resolve_source(cfg.url)

@@ -69,7 +69,7 @@ def heatmaps(parts: GradCam, images: np.ndarray, class_idx: np.ndarray) -> np.nd
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB pixels 0..255 with the heatmap, upsampled bilinearly to the image, blended in (jet colours)."""
     up = tf.image.resize(cam[..., None], image.shape[:2]).numpy()[..., 0]
-    heat = matplotlib.colormaps["jet"](up)[..., :3] * 255
+    heat = np.asarray(matplotlib.colormaps["jet"](up))[..., :3] * 255
     return ((1 - alpha) * image + alpha * heat).clip(0, 255).astype(np.uint8)
 
 

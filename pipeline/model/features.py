@@ -53,7 +53,7 @@ def feature_function(base: keras.Model, strategy: tf.distribute.Strategy, mirror
         replica = tf.function(replica, jit_compile=True, autograph=False)
     run = tf.function(lambda batch: strategy.run(replica, args=(batch,)), reduce_retracing=True, autograph=False)
 
-    def features(batch) -> tuple[np.ndarray, ...]:
+    def features(batch: tf.Tensor | tf.types.experimental.distributed.PerReplica) -> tuple[np.ndarray, ...]:
         # each replica's part, in replica order (= batch order); no cross-device gather needed on the host
         return tuple(
             np.concatenate([part.numpy().astype(FEATURE_DTYPE) for part in strategy.experimental_local_results(out)])

@@ -25,7 +25,9 @@ POOLING = {
 }
 
 
-def build_dense_head(feature_shape: tuple[int, ...], n_classes: int, cfg: DenseConfig, name: str = "dense_head"):
+def build_dense_head(
+    feature_shape: tuple[int, ...], n_classes: int, cfg: DenseConfig, name: str = "dense_head"
+) -> keras.Model:
     """Cached conv features -> pooling (flatten: the classic recipe) -> [Dense(units)] -> Dropout -> output."""
     features = keras.Input(feature_shape, name="features")
     if cfg.pooling == "avg_max":
@@ -110,4 +112,4 @@ def dense_on_images(head: keras.Model, backbone: BackboneConfig) -> keras.Model:
 
 def takes_images(model: keras.Model) -> bool:
     """True for a model on RGB pixels; False for the dense head, whose input is conv features."""
-    return model.inputs[0].shape[-1] == 3
+    return bool(model.inputs[0].shape[-1] == 3)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from pipeline.model.inputs import image_dataset
 
@@ -18,7 +19,7 @@ def load_for_inference(path: Path | str) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
-def probabilities(model: keras.Model, x, n_classes: int) -> np.ndarray:
+def probabilities(model: keras.Model, x: np.ndarray | tf.data.Dataset, n_classes: int) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), whichever output layer the model has."""
     p = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
     return np.concatenate([1 - p, p], axis=1) if n_classes == 2 else p

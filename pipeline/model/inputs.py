@@ -27,7 +27,7 @@ def decode_error(path: str | Path) -> str | None:
     try:
         decode(Path(path).read_bytes())
     except tf.errors.InvalidArgumentError as err:
-        return err.message.split("}}")[-1].replace("[Op:DecodeImage]", "").strip()
+        return str(err.message).split("}}")[-1].replace("[Op:DecodeImage]", "").strip()
     return None
 
 

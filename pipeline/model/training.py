@@ -36,7 +36,7 @@ def one_hot_targets(n_classes: int, label_smoothing: float) -> bool:
 def targets(labels: np.ndarray, n_classes: int, label_smoothing: float) -> np.ndarray:
     """Integer labels as the loss of `loss_for` wants them."""
     if one_hot_targets(n_classes, label_smoothing):
-        return np.eye(n_classes, dtype=np.float32)[labels]
+        return np.asarray(np.eye(n_classes, dtype=np.float32)[labels])
     return labels
 
 
@@ -102,7 +102,7 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         )
         self.resume = resume
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         super().on_train_begin(logs)
         if self.resume is not None:
             r = self.resume

@@ -35,6 +35,8 @@ from pipeline.model.training import (
 from pipeline.tracking.live import LiveRun, live_training
 
 FeatureSplit = tuple[np.ndarray, np.ndarray]  # features, integer labels
+Weights = list[np.ndarray]  # a model's get_weights()
+Fitted = tuple[keras.Model, keras.callbacks.History, list[Weights]]  # a member, its history, KeptWeights.weights
 
 
 def fit_member(
@@ -44,9 +46,9 @@ def fit_member(
     n: int,
     cfg: DenseConfig,
     member: int,
-    weights,
+    weights: dict[int, float] | None,
     live: LiveRun | None = None,
-):
+) -> Fitted:
     """One head, seeded with seed + member; returns (model at its best epoch, history, the weights it kept after
     each epoch). `live` watches it (a lone head under the plain metric names, history.csv's; a member as
     member_<member + 1>/…)."""
@@ -73,10 +75,11 @@ class KeptWeights(keras.callbacks.Callback):
     """After each epoch, the weights that BestEpoch would keep if training ended there (the lowest val_loss so
     far; the first of equals). It only reads the weights: training is the same with it."""
 
-    def on_train_begin(self, logs=None):
-        self.weights, self._best = [], np.inf
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.weights: list[Weights] = []
+        self._best = np.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:  # Keras passes the epoch's logs
         if logs["val_loss"] < self._best:
             self._best, self.weights = logs["val_loss"], [*self.weights, self.model.get_weights()]
         else:
@@ -84,8 +87,14 @@ class KeptWeights(keras.callbacks.Callback):
 
 
 def ensemble_history(
-    model: keras.Model, members: list, kept: list[list], train: FeatureSplit, val: FeatureSplit, cfg, n
-) -> dict:
+    model: keras.Model,
+    members: list[keras.Model],
+    kept: list[list[Weights]],
+    train: FeatureSplit,
+    val: FeatureSplit,
+    cfg: DenseConfig,
+    n: int,
+) -> dict[str, list[float]]:
     """The averaged `model`'s history.csv columns, epoch by epoch (module docstring); the members end with the
     weights they have now (their best), so the last row is `model` as saved."""
     final = [m.get_weights() for m in members]
@@ -126,7 +135,13 @@ def train_dense(feature_dir: Path, out_dir: Path, cfg: DenseConfig, live: LiveRu
 
 
 def _ensemble(
-    fitted: list, train: FeatureSplit, val: FeatureSplit, cfg: DenseConfig, classes: list[str], weights, live
+    fitted: list[Fitted],
+    train: FeatureSplit,
+    val: FeatureSplit,
+    cfg: DenseConfig,
+    classes: list[str],
+    weights: dict[int, float] | None,
+    live: LiveRun | None,
 ) -> tuple[keras.Model, keras.callbacks.History, TrainingSummary]:
     """The saved model averages the members: its curves and scores are the ensemble's, its best epoch the last
     row (every member at its best)."""

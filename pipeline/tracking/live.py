@@ -22,6 +22,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -60,13 +61,18 @@ class _Rest:
             pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
             self.headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
 
-    def call(self, endpoint: str, body: dict | None = None, query: dict | None = None, method: str = "") -> dict:
+    def call(
+        self, endpoint: str, body: dict | None = None, query: dict | None = None, method: str = ""
+    ) -> dict[str, Any]:
         url = self.base + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         method = method or ("GET" if data is None else "POST")
         request = urllib.request.Request(url, data=data, headers=self.headers, method=method)
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read() or b"{}")
+            answer = json.loads(response.read() or b"{}")
+        if isinstance(answer, dict):  # every endpoint we call answers an object
+            return answer
+        raise ValueError(f"{url} answered a JSON {type(answer).__name__}, not an object")
 
 
 class LiveRun:
@@ -138,13 +144,12 @@ class LiveRun:
 
     def _experiment_id(self, name: str) -> str:
         try:
-            return self._rest.call("experiments/get-by-name", query={"experiment_name": name})["experiment"][
-                "experiment_id"
-            ]
+            found = self._rest.call("experiments/get-by-name", query={"experiment_name": name})
+            return str(found["experiment"]["experiment_id"])
         except urllib.error.HTTPError as err:
             if err.code != 404:
                 raise
-        return self._rest.call("experiments/create", {"name": name})["experiment_id"]
+        return str(self._rest.call("experiments/create", {"name": name})["experiment_id"])
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:

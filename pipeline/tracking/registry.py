@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.config import Config
 from pipeline.contracts import Champion
@@ -41,13 +42,13 @@ def beats(new: dict[str, str], held: dict[str, str] | None) -> bool:
     return float(new[VAL_LOSS_TAG]) < float(held[VAL_LOSS_TAG])
 
 
-def _eligible(version) -> bool:
+def _eligible(version: ModelVersion) -> bool:
     """A version the alias may name: a shipped model (the fine-tune stage's, chosen on validation) with its served
     image model (the tags say so; versions logged before, a dense head's, or aliased by hand, don't)."""
     return {SHIPPED_TAG, VAL_LOSS_TAG, SERVED_TAG} <= set(version.tags)
 
 
-def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
+def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]) -> ModelVersion | None:
     """The eligible version of `name` but the `new` ones of the lowest validation loss on the newest one's data,
     the earliest on a tie (the one the strict rule kept); None when there is none."""
     earlier = sorted(
@@ -60,7 +61,7 @@ def _best_earlier(client: mlflow.MlflowClient, name: str, new: dict[str, int]):
     return min(same, key=lambda v: (float(v.tags[VAL_LOSS_TAG]), int(v.version)), default=None)
 
 
-def _described(version, changed: bool) -> Champion:
+def _described(version: ModelVersion, changed: bool) -> Champion:
     return Champion(
         version=int(version.version),
         head=version.tags["head"],  # log_head tags every version with its head
@@ -88,7 +89,7 @@ def register_champion(name: str, versions: dict[str, int], workspace: bool) -> C
     holder = current.tags if current is not None and _eligible(current) else None  # an ineligible one is beaten
     shipped = client.get_model_version(name, str(versions[SHIPPING_HEAD]))
     moved = beats(shipped.tags, holder)
-    chosen = shipped if moved else current
+    chosen = shipped if moved or current is None else current  # (not moved: current holds it)
     # Both set every time (idempotent): a served alias missing beside the champion's comes back too.
     client.set_registered_model_alias(name, CHAMPION, chosen.version)
     client.set_registered_model_alias(served_name(name), CHAMPION, chosen.tags[SERVED_TAG])

@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -77,7 +78,7 @@ def example_image(manifest: Path) -> Path:
 
 def input_example(image: Path, image_size: int) -> np.ndarray:
     """`image` as the models take it: RGB pixels 0..255."""
-    return np.round(load_image(str(image), image_size).numpy())[None].astype(np.float32)
+    return np.round(np.asarray(load_image(str(image), image_size).numpy()))[None].astype(np.float32)
 
 
 class _KerasFlavor:
@@ -87,7 +88,7 @@ class _KerasFlavor:
     __name__ = "mlflow.keras"
 
     @staticmethod
-    def save_model(path: str, **kwargs) -> None:
+    def save_model(path: str, **kwargs: Any) -> None:
         os.makedirs(path, exist_ok=True)
         mlflow.keras.save_model(path=path, **kwargs)
 
@@ -177,7 +178,7 @@ def log_head(
 class ClientStore:
     """owner.reap's calls over MlflowClient (any tracking store)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.client = mlflow.MlflowClient()
 
     def runs(self, experiment_id: str, query: str) -> list[Run]:

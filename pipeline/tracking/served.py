@@ -23,14 +23,16 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import keras
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline.config import BackboneConfig
@@ -88,7 +90,7 @@ def _as_bytes(value: object) -> bytes | None:
 class ImageClassifier(PythonModel):
     """Rows of image bytes in, one row of class / probability / probabilities / error out per image."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         meta = ServedMeta.load(context.artifacts["meta"])
         model = load_for_inference(context.artifacts["model"])
         self.bounds = bounds()
@@ -98,7 +100,10 @@ class ImageClassifier(PythonModel):
         # the scoring server runs each request in a thread of one process: this caps the decodes held at once
         self.turns = threading.BoundedSemaphore(self.bounds["PIPELINE_SERVE_DECODERS"])
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    # MLflow reads these annotations (typing.get_type_hints): each name must exist at run time, not only for mypy
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         # a DataFrame from the scoring server; a dict of columns or a bare list of files from Python callers
         values = model_input[INPUT_COLUMN] if isinstance(model_input, (pd.DataFrame, dict)) else model_input
         if len(values) > (most := self.bounds["PIPELINE_SERVE_MAX_ROWS"]):
@@ -177,7 +182,7 @@ def log_pyfunc_model(
     registered_model_name: str | None = None,
     backbone: BackboneConfig | None = None,
     tags: dict[str, str] | None = None,
-) -> mlflow.models.model.ModelInfo:
+) -> ModelInfo:
     """Log `model_dir`'s model (image_model: with `backbone` the dense head too) with its class names from
     summary.json as the image pyfunc model, in the active run (MLflow starts one if none is); register it
     under `registered_model_name` when given, the version created with `tags`. `example`: an image file, the
@@ -191,7 +196,7 @@ def log_pyfunc_model(
         meta = Path(tmp) / SERVED_META_FILE
         classes = TrainingSummary.load(model_dir / SUMMARY_FILE).classes
         ServedMeta(classes=classes, image_size=int(shape[1]), tta_flip=tta_flip).save(meta)
-        return mlflow.pyfunc.log_model(
+        logged = mlflow.pyfunc.log_model(
             name=name,
             python_model=ImageClassifier(),
             artifacts={"model": str(Path(tmp) / MODEL_FILE), "meta": str(meta)},
@@ -202,3 +207,4 @@ def log_pyfunc_model(
             registered_model_name=registered_model_name,
             tags=tags,  # on the logged model and on its registered version
         )
+        return cast(ModelInfo, logged)  # log_model has no return annotation; it returns the ModelInfo it logged

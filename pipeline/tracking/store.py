@@ -9,6 +9,7 @@ import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -17,6 +18,9 @@ from pipeline.contracts import ContractError
 from pipeline.files import log, write_json
 from pipeline.layout import PROJECT
 from pipeline.links import is_server
+
+if TYPE_CHECKING:  # for the annotation only: open_experiment imports MLflow when it is called
+    from mlflow.entities import Experiment
 
 PROBE_TIMEOUT_S = 5
 # MLflow's defaults (7 retries with backoff, 120 s timeout) turn a server that dies mid-run into minutes of
@@ -79,7 +83,7 @@ def check_reachable(uri: str) -> None:
     )
 
 
-def open_experiment(name: str):
+def open_experiment(name: str) -> tuple[str, Experiment]:
     """Point MLflow at tracking_uri() (a server is probed first) and at experiment `name`, creating it with its
     artifacts where artifact_location says; returns (uri, experiment)."""
     import mlflow  # here, not at the top: predict imports this module for check_reachable alone

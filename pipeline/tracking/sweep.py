@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.cli import parser, run_cli
 from pipeline.config import load_config
@@ -18,12 +19,15 @@ from pipeline.contracts import ContractError, TrainingSummary
 from pipeline.layout import SUMMARY_METRICS, stage_parts
 from pipeline.tracking.lineage import workspace_tags
 
+if TYPE_CHECKING:  # for the annotation only: _client imports MLflow when it is called
+    from mlflow import MlflowClient
+
 
 class SweepTrackingError(ValueError):
     """The MLflow server refused or does not know a run: one line, no traceback."""
 
 
-def _client(uri: str):
+def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(uri)
