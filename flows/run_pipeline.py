@@ -32,8 +32,8 @@ def _of(datasets: list[str], stages: list[str]) -> list[str]:
 
 def results_at(root: Path, dataset: str) -> dict:
     """What the run made of `dataset`: its test metrics and its MLflow record (None where missing)."""
-    data = DatasetLayout.of(dataset)  # relative to the project, as DVC names its files
-    return {"metrics": read_json_at(root, data.metrics), "mlflow": read_json_at(root, data.mlflow_record)}
+    layout = DatasetLayout.of(dataset)  # relative to the project, as DVC names its files
+    return {"metrics": read_json_at(root, layout.metrics), "mlflow": read_json_at(root, layout.mlflow_record)}
 
 
 @flow(name="pipeline")

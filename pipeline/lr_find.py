@@ -36,29 +36,28 @@ COLUMNS = ["learning_rate", "loss", "smoothed_loss"]
 RESULTS = {".csv": csv_kind(COLUMNS), ".png": PNG, ".json": JSON}  # what each result file may replace
 
 
-def dense_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
-    meta = FeatureMeta.load(data.features / FEATURE_META_FILE)
+def dense_test(cfg: Config, layout: DatasetLayout, steps: int) -> RangeTest:
+    meta = FeatureMeta.load(layout.features / FEATURE_META_FILE)
     n, dense = len(meta.classes), cfg.dense.model_copy(update={"schedule": "constant"})
-    x, y = load_features(data.features, "train")
+    x, y = load_features(layout.features, "train")
     keras.utils.set_random_seed(dense.seed)
     model = compile_for(build_dense_head(meta.feature_shape, n, dense), dense, n, 1)
     batches = array_batches(x, targets(y, n, dense.label_smoothing), dense.batch_size, shuffle_seed=dense.seed)
     return range_test(model, batches, steps)
 
 
-def finetune_test(cfg: Config, data: DatasetLayout, steps: int) -> RangeTest:
+def finetune_test(cfg: Config, layout: DatasetLayout, steps: int) -> RangeTest:
     """The trained dense head under the top blocks, as train_finetune starts; the frozen layers run once."""
-    rows = read_manifest(data.manifest)
+    rows = read_manifest(layout.manifest)
     classes = classes_of(rows)
     n, ft = len(classes), cfg.finetune.model_copy(update={"schedule": "constant"})
     train = split_rows(rows, "train")
     keras.utils.set_random_seed(ft.seed)
     strategy = distribution(False)
-    head = load_for_inference(data.model_file("dense"))
+    head = load_for_inference(layout.model_file("dense"))
     bottom, top = split_frozen(build_finetune_model(head, cfg.backbone, ft), ft)
-    (x,) = frozen_activations(
-        bottom, strategy, [r.path for r in train], False, cfg.backbone.image_size, ft.batch_size, data.root / "lr_find"
-    )
+    paths, size, scratch = [r.path for r in train], cfg.backbone.image_size, layout.root / "lr_find"
+    (x,) = frozen_activations(bottom, strategy, paths, False, size, ft.batch_size, scratch)
     model = activations_trainer(top, head, strategy, ft, n, 1)  # steps per epoch shape only a cosine schedule
     y = targets(np.array([classes.index(r.label) for r in train]), n, ft.label_smoothing)
     return range_test(model, array_batches(x, y, ft.batch_size, shuffle_seed=ft.seed), steps)
@@ -102,11 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     cfg = load_config(args.params, args.dataset)
-    data = DatasetLayout.of(cfg.data.name)
+    layout = DatasetLayout.of(cfg.data.name)
     for suffix, kind in RESULTS.items():  # before the test: a file of another kind there stops it at once
-        check_output(data.lr_find(args.head).with_suffix(suffix), kind)
-    result = (dense_test if args.head == "dense" else finetune_test)(cfg, data, args.steps)
-    files = write_results(result, data.lr_find(args.head), args.head)
+        check_output(layout.lr_find(args.head).with_suffix(suffix), kind)
+    result = (dense_test if args.head == "dense" else finetune_test)(cfg, layout, args.steps)
+    files = write_results(result, layout.lr_find(args.head), args.head)
     if result.steepest == result.learning_rates[0]:  # suggest() found no descent after the first steps
         log.warning("the loss never fell after the first steps: no descent to suggest a rate from (more --steps?)")
     log.info(

@@ -16,9 +16,9 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
 from pipeline.config import Config
-from pipeline.contracts import Metrics, TrainingSummary
+from pipeline.contracts import DownloadRecord, Metrics, TrainingSummary
 from pipeline.data.manifest import read_manifest, split_rows
-from pipeline.files import read_json, sha256_file
+from pipeline.files import sha256_file
 from pipeline.layout import (
     HISTORY_FILE,
     METRIC_NAMES,
@@ -43,7 +43,7 @@ def run_params(cfg: Config, download_info: Path, manifest: Path) -> dict[str, ob
     """params.yaml under its dotted names (unset ones left out, not logged as 'None'), plus what identifies the
     data: archive and manifest sha256."""
     params = {key: value for key, value in cfg.flat().items() if value is not None}
-    archive_sha = read_json(download_info).get("sha256")  # absent when data.url is a folder
+    archive_sha = DownloadRecord.load(download_info).sha256  # None when data.url is a folder
     if archive_sha:
         params["data.archive_sha256"] = archive_sha
     params[DATA_TAG] = sha256_file(manifest)
