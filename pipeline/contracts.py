@@ -21,10 +21,23 @@ from pipeline.files import write_json
 from pipeline.layout import CANDIDATES
 
 C = TypeVar("C", bound="Contract")  # typing.Self needs Python 3.11; the project runs on 3.10 too
+M = TypeVar("M", bound=BaseModel)
 
 
 class ContractError(ValueError):
     """A file between stages that does not hold what its writer writes."""
+
+
+def _read(model: type[M], path: Path | str) -> M:
+    try:
+        return model.model_validate_json(Path(path).read_bytes())
+    except ValidationError as err:
+        raise ContractError(f"{path} is not a {model.__name__} file:\n{err}") from None
+
+
+def _write(obj: BaseModel, path: Path | str) -> None:
+    """Atomically, replacing only a JSON file (files.write_json)."""
+    write_json(path, obj.model_dump(mode="json"))
 
 
 class Contract(BaseModel):
@@ -39,14 +52,10 @@ class Contract(BaseModel):
 
     @classmethod
     def load(cls: type[C], path: Path | str) -> C:
-        try:
-            return cls.model_validate_json(Path(path).read_bytes())
-        except ValidationError as err:
-            raise ContractError(f"{path} is not a {cls.__name__} file:\n{err}") from None
+        return _read(cls, path)
 
     def save(self, path: Path | str) -> None:
-        """Atomically, replacing only a JSON file (files.write_json)."""
-        write_json(path, self.model_dump(mode="json"))
+        _write(self, path)
 
 
 class Scores(Contract):
@@ -139,13 +148,10 @@ class Metrics(RootModel[dict[str, HeadMetrics]]):
 
     @classmethod
     def load(cls, path: Path | str) -> Metrics:
-        try:
-            return cls.model_validate_json(Path(path).read_bytes())
-        except ValidationError as err:
-            raise ContractError(f"{path} is not a Metrics file:\n{err}") from None
+        return _read(cls, path)
 
     def save(self, path: Path | str) -> None:
-        write_json(path, self.model_dump(mode="json"))
+        _write(self, path)
 
 
 class Skipped(Contract):
