@@ -28,14 +28,15 @@ class ContractError(ValueError):
     """A file between stages that does not hold what its writer writes."""
 
 
-def _read(model: type[M], path: Path | str) -> M:
+def read_model(model: type[M], path: Path | str) -> M:
+    """A pydantic model's JSON file, validated; ContractError naming the file when it does not hold one."""
     try:
         return model.model_validate_json(Path(path).read_bytes())
     except ValidationError as err:
         raise ContractError(f"{path} is not a {model.__name__} file:\n{err}") from None
 
 
-def _write(obj: BaseModel, path: Path | str) -> None:
+def write_model(obj: BaseModel, path: Path | str) -> None:
     """Atomically, replacing only a JSON file (files.write_json)."""
     write_json(path, obj.model_dump(mode="json"))
 
@@ -52,10 +53,10 @@ class Contract(BaseModel):
 
     @classmethod
     def load(cls: type[C], path: Path | str) -> C:
-        return _read(cls, path)
+        return read_model(cls, path)
 
     def save(self, path: Path | str) -> None:
-        _write(self, path)
+        write_model(self, path)
 
 
 class Scores(Contract):
@@ -148,10 +149,10 @@ class Metrics(RootModel[dict[str, HeadMetrics]]):
 
     @classmethod
     def load(cls, path: Path | str) -> Metrics:
-        return _read(cls, path)
+        return read_model(cls, path)
 
     def save(self, path: Path | str) -> None:
-        _write(self, path)
+        write_model(self, path)
 
 
 class Skipped(Contract):

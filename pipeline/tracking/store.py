@@ -11,11 +11,9 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from pipeline.config import Config
-from pipeline.contracts import ContractError
-from pipeline.files import log, write_json
+from pipeline.contracts import read_model, write_model
+from pipeline.files import log
 from pipeline.layout import PROJECT
 from pipeline.links import is_server
 
@@ -53,15 +51,12 @@ def artifact_location(uri: str) -> str | None:
 
 
 def save_run_config(cfg: Config, path: Path) -> None:
-    write_json(path, cfg.model_dump(mode="json"))
+    write_model(cfg, path)
 
 
 def run_config(path: Path) -> Config:
     """A RUN_CONFIG file, validated as params.yaml is (strict types, no unknown keys)."""
-    try:
-        return Config.model_validate_json(path.read_bytes())
-    except ValidationError as err:
-        raise ContractError(f"{path} is not a Config file (pipeline/config.py):\n{err}") from None
+    return read_model(Config, path)
 
 
 def check_reachable(uri: str) -> None:
